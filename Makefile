@@ -1,0 +1,69 @@
+# txstream build, test and demo entry points. Everything a fresh machine
+# needs is installed by these targets (and .ci/run), nothing by hand.
+
+GO       ?= go
+BIN      := bin
+PKG      := github.com/txstream/txstream
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+# Static binaries: no cgo, so they run FROM scratch and on any Linux.
+export CGO_ENABLED := 0
+export TESTCONTAINERS_RYUK_DISABLED := true
+
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+CMDS := consumer producer devbroker demo
+
+.PHONY: all build test test-unit test-integration test-race demo bench bench-checkpoint lint fmt image clean
+
+all: build
+
+build: $(addprefix $(BIN)/,$(CMDS))
+
+$(BIN)/%: FORCE
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+
+FORCE:
+
+# The README's test command: unit tests, then end-to-end tests against real
+# processes (dev broker, producer, consumer; kill -9 included).
+test: build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 14m ./...
+
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+test-race:
+	CGO_ENABLED=1 $(GO) test -race -count=1 -short ./...
+
+test-integration: build
+	$(GO) test -count=1 -timeout 14m -v ./test/integration/
+
+demo: build
+	$(BIN)/demo
+
+# Every benchmark (producer, consumer end to end, checkpoints); raw output
+# in docs/bench-out/. Results are copied into docs/BENCHMARKS.md by hand.
+bench: build
+	@mkdir -p docs/bench-out
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 3 -timeout 90m ./test/integration/ | tee docs/bench-out/bench.txt
+
+bench-checkpoint: build
+	$(GO) test -run '^$$' -bench Checkpoint -benchtime 1x -count 3 -timeout 60m ./test/integration/
+
+# Container image FROM scratch with the static binaries (deploy/Dockerfile).
+IMAGE ?= txstream:latest
+image: $(BIN)/consumer $(BIN)/producer $(BIN)/devbroker
+	deploy/image.sh $(BIN) $(IMAGE)
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1)
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN) .demo docs/bench-out

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/txstream/txstream/checkpoint"
+	"github.com/txstream/txstream/faults"
+	"github.com/txstream/txstream/job"
+	"github.com/txstream/txstream/kconn"
+	"github.com/txstream/txstream/offsets"
+	"github.com/txstream/txstream/pipeline"
+)
+
+// daemon holds what lives across attempts: settings, the checkpoint store,
+// the data-dir lock, the job runner and the stats.
+type daemon struct {
+	cfg      *config
+	log      *zap.Logger
+	ckpt     *checkpoint.Store
+	lock     *os.File
+	runner   *job.Runner
+	stats    *pipeline.Stats
+	connOpts []kgo.Opt
+
+	// inputPartitions is the input topic's partition count (0: unknown),
+	// used to say which partition owns a key.
+	inputPartitions int32
+
+	// extraOpts are added to every attempt's Kafka client (metrics hooks).
+	extraOpts []kgo.Opt
+	// cancel stops the job gracefully (SIGTERM, POST /api/v1/job/cancel).
+	cancel context.CancelFunc
+
+	// fromSavepoint is --from-savepoint, loaded and verified at start-up;
+	// spUsed records the partitions restored from it (once per process).
+	fromSavepoint *checkpoint.SavepointMeta
+	spUsed        map[int32]bool
+	// engine is the running attempt's engine (nil between attempts), for
+	// savepoint requests from the HTTP API.
+	engine atomic.Pointer[pipeline.Engine]
+
+	readyOnce sync.Once
+	watchdog  time.Duration // 0: systemd watchdog off
+	progress  atomic.Int64  // loop turns and replay batches, for the watchdog
+}
+
+func newDaemon(cfg *config, log *zap.Logger) (*daemon, error) {
+	if p := faults.Armed(); p != "" {
+		log.Warn("TEST CRASH POINT ARMED: this process will kill itself", zap.String(faults.EnvVar, p))
+	}
+	connOpts, err := cfg.conn.Opts()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.dataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("creating --data-dir: %w", err)
+	}
+	lock, err := lockDir(cfg.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	grace := cfg.gcGrace
+	if grace == 0 {
+		grace = -1 // the checkpoint package reads 0 as its default; -1 is none
+	}
+	ckpt, err := checkpoint.Open(cfg.checkpointDir, checkpoint.Options{Mode: cfg.mode, Retain: cfg.checkpointRetain,
+		Grace: grace, Logger: log.Named("checkpoint")})
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	strategy, err := job.NewStrategy(cfg.restart)
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	d := &daemon{cfg: cfg, log: log, ckpt: ckpt, lock: lock, stats: pipeline.NewStats(), connOpts: connOpts, spUsed: map[int32]bool{}}
+	if cfg.fromSavepoint != "" {
+		sp, err := checkpoint.LoadSavepoint(cfg.fromSavepoint)
+		if err != nil {
+			_ = lock.Close()
+			return nil, fmt.Errorf("--from-savepoint: %w", err)
+		}
+		d.fromSavepoint = &sp
+		log.Info("starting from savepoint", zap.String("name", sp.Name), zap.String("dir", sp.Dir),
+			zap.Time("created_at", sp.CreatedAt), zap.Any("offsets", savepointOffsets(sp, cfg.topic)))
+	}
+	d.runner = job.NewRunner(job.RunnerConfig{Strategy: strategy, Logger: log.Named("job")})
+	return d, nil
+}
+
+// lockDir takes an exclusive lock on dir/LOCK: two consumers sharing a data
+// directory would destroy each other's stores.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening data dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("--data-dir %s is in use by another consumer (each consumer needs its own data dir; they may share --checkpoint-dir): %w", dir, err)
+	}
+	return f, nil
+}
+
+func (d *daemon) close() {
+	if d.lock != nil {
+		_ = d.lock.Close()
+	}
+}
+
+func (d *daemon) run(parent context.Context) (job.State, error) {
+	c := d.cfg
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	d.cancel = cancel
+	d.log.Info("starting", zap.String("version", version), zap.Any("kafka", c.conn.Redacted()),
+		zap.String("topic", c.topic), zap.String("output_topic", c.outputTopic), zap.String("dlq_topic", c.dlqTopic),
+		zap.String("group", c.group), zap.String("instance_id", c.instanceID), zap.String("sink", c.sink),
+		zap.Duration("commit_interval", c.commitInterval), zap.Duration("checkpoint_interval", c.checkpointInterval),
+		zap.String("checkpoint_dir", c.checkpointDir), zap.String("checkpoint_mode", string(c.mode)))
+	if c.createTopics {
+		if err := d.ensureTopics(ctx); err != nil {
+			return job.Failed, err
+		}
+	}
+	if w, err := sddaemon.SdWatchdogEnabled(false); err == nil && w > 0 {
+		d.watchdog = w
+		d.log.Info("systemd watchdog enabled", zap.Duration("interval", w))
+		go d.feedWatchdog(ctx)
+	}
+	if c.reprocess {
+		if err := d.rewindGroup(ctx); err != nil {
+			return job.Failed, job.Permanent(err)
+		}
+	}
+	stopHTTP, err := startHTTP(ctx, d)
+	if err != nil {
+		return job.Failed, job.Permanent(fmt.Errorf("--http %s: %w", c.httpAddr, err))
+	}
+	defer stopHTTP()
+	stopNotify := context.AfterFunc(ctx, func() {
+		_, _ = sddaemon.SdNotify(false, "STOPPING=1\nSTATUS=draining: committing and taking a final snapshot")
+	})
+	defer stopNotify()
+	return d.runner.Run(ctx, d.attempt)
+}
+
+func savepointOffsets(sp checkpoint.SavepointMeta, topic string) map[string]int64 {
+	out := map[string]int64{}
+	for _, p := range sp.Partitions {
+		if p.Topic == topic {
+			out[fmt.Sprint(p.Partition)] = p.Offset
+		}
+	}
+	return out
+}
+
+// rewindGroup commits the savepoint's offsets for the group (--reprocess),
+// so that everything after them is processed and output again. Kafka only
+// lets an admin move the offsets of a group with no running members.
+func (d *daemon) rewindGroup(ctx context.Context) error {
+	c := d.cfg
+	sp := d.fromSavepoint
+	adm, ctx, done, err := d.admin(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	groups, err := adm.DescribeGroups(ctx, c.group)
+	if err != nil {
+		return fmt.Errorf("--reprocess: describing group %s: %w", c.group, err)
+	}
+	if g, ok := groups[c.group]; ok && g.Err == nil && len(g.Members) > 0 {
+		return fmt.Errorf("--reprocess: group %s still has %d member(s) (state %s): stop every consumer of the group first (static members leave on SIGTERM)", c.group, len(g.Members), g.State)
+	}
+	offs := kadm.Offsets{}
+	for _, p := range sp.Partitions {
+		if p.Topic == c.topic {
+			offs.Add(kadm.Offset{Topic: p.Topic, Partition: p.Partition, At: p.Offset, LeaderEpoch: -1})
+		}
+	}
+	if len(offs) == 0 {
+		return fmt.Errorf("--reprocess: savepoint %s has no partition of topic %s", sp.Name, c.topic)
+	}
+	resps, err := adm.CommitOffsets(ctx, c.group, offs)
+	if err == nil {
+		err = resps.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("--reprocess: rewinding group %s to savepoint %s: %w", c.group, sp.Name, err)
+	}
+	d.log.Warn("REPROCESSING: the group was rewound to the savepoint's offsets; every record after them will be processed and OUTPUT AGAIN",
+		zap.String("group", c.group), zap.String("savepoint", sp.Name), zap.Any("offsets", savepointOffsets(*sp, c.topic)))
+	return nil
+}
+
+func init() {
+	savepointTrigger = func(ctx context.Context, d *daemon, name string) (any, error) {
+		return d.triggerSavepoint(ctx, name)
+	}
+}
+
+// triggerSavepoint asks the running attempt for a savepoint.
+func (d *daemon) triggerSavepoint(ctx context.Context, name string) (checkpoint.SavepointMeta, error) {
+	e := d.engine.Load()
+	if e == nil {
+		return checkpoint.SavepointMeta{}, fmt.Errorf("the job is not running (state %s): try again when it is RUNNING", d.runner.Snapshot().State)
+	}
+	return e.RequestSavepoint(ctx, name)
+}
+
+// ready tells systemd (Type=notify) that recovery finished; only once per
+// process, after the first attempt has recovered its partitions.
+func (d *daemon) ready() {
+	d.readyOnce.Do(func() {
+		_, _ = sddaemon.SdNotify(false, "READY=1\nSTATUS=running")
+	})
+}
+
+// onLoop counts a turn of the processing loop (or a batch of replayed
+// records) for the watchdog.
+func (d *daemon) onLoop() { d.progress.Add(1) }
+
+// feedWatchdog sends WATCHDOG=1 every half interval if the job made
+// progress since the last tick, or is waiting out a restart delay by
+// design. A loop or replay that hangs stops the pings and systemd restarts
+// the service; a long replay or a restart backoff does not.
+func (d *daemon) feedWatchdog(ctx context.Context) {
+	t := time.NewTicker(d.watchdog / 2)
+	defer t.Stop()
+	last := d.progress.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := d.progress.Load()
+		if now != last || d.runner.Snapshot().NextRestart != nil {
+			_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog)
+		}
+		last = now
+	}
+}
+
+// admin returns a short-lived admin client for start-up work, bounded by a
+// 30 s timeout; done releases both.
+func (d *daemon) admin(ctx context.Context) (*kadm.Client, context.Context, func(), error) {
+	cl, err := kgo.NewClient(d.connOpts...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	return kadm.NewClient(cl), ctx, func() { cancel(); cl.Close() }, nil
+}
+
+// ensureTopics creates the output and dead-letter topics when they are
+// missing, with the input topic's partition count. Clusters that forbid
+// topic creation by clients get a clear error naming the topic.
+func (d *daemon) ensureTopics(ctx context.Context) error {
+	adm, ctx, done, err := d.admin(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	c := d.cfg
+	details, err := adm.ListTopics(ctx, c.topic, c.outputTopic, c.dlqTopic)
+	if err != nil {
+		return fmt.Errorf("listing topics: %w", c.conn.Explain(err))
+	}
+	partitions := int32(-1)
+	if td, ok := details[c.topic]; ok && td.Err == nil {
+		partitions = int32(len(td.Partitions))
+		d.inputPartitions = partitions
+	}
+	for _, t := range []string{c.outputTopic, c.dlqTopic} {
+		if td, ok := details[t]; ok && td.Err == nil {
+			continue
+		}
+		resp, err := adm.CreateTopic(ctx, partitions, -1, nil, t)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("creating topic %s (disable with --create-topics=false and create it yourself): %w", t, err)
+		}
+		d.log.Info("created topic", zap.String("topic", t), zap.Int32("partitions", partitions))
+	}
+	return nil
+}
+
+// checkLogin asks a broker for metadata once: a rejected SASL login or an
+// untrusted certificate makes the job FAILED at once with a clear error,
+// where the group consumer would retry it quietly forever. Other errors
+// are left to the attempt.
+func (d *daemon) checkLogin(ctx context.Context, cl *kgo.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	err := d.cfg.conn.Explain(cl.Ping(ctx))
+	if kconn.IsAuthError(err) {
+		return job.Permanent(fmt.Errorf("connecting to %s: %w", d.cfg.conn.Brokers, err))
+	}
+	return nil
+}
+
+// attempt is one run of the job: a fresh client, fresh stores recovered
+// from the checkpoint directory, and the processing loop.
+func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
+	c := d.cfg
+	scfg := offsets.Config{
+		Topic: c.topic, Group: c.group, InstanceID: c.instanceID,
+		SessionTimeout: c.sessionTimeout, TransactionTimeout: c.txnTimeout,
+		FetchMaxBytes: 16 << 20, PartitionMaxBytes: 4 << 20, MaxBufferedRecords: 20000,
+		ConnOpts: d.connOpts, ExtraOpts: append([]kgo.Opt{c.compressionOpt()}, d.extraOpts...), Logger: d.log,
+	}
+	if c.sink == "kafka" {
+		scfg.TransactionalID = c.transactionalID()
+	}
+	src, err := offsets.New(scfg)
+	if err != nil {
+		return err
+	}
+	if err := d.checkLogin(ctx, src.Client()); err != nil {
+		src.Close()
+		return err
+	}
+	var sink pipeline.Sink
+	if c.sink == "kafka" {
+		if sink, err = pipeline.NewKafkaSink(src); err != nil {
+			src.Close()
+			return job.Permanent(err)
+		}
+		// Initialise the transactional producer before recovery, as
+		// Kafka Streams does: the broker fences the previous incarnation
+		// of this transactional id and aborts its open transaction now,
+		// so reading the committed offsets (require-stable) never waits
+		// for that transaction to time out.
+		ictx, cancel := context.WithTimeout(ctx, c.txnTimeout+30*time.Second)
+		_, _, err := src.Client().ProducerID(ictx)
+		cancel()
+		if err != nil {
+			src.Close()
+			if kconn.IsAuthError(err) {
+				return job.Permanent(err)
+			}
+			return fmt.Errorf("initialising the transactional producer %s: %w", c.transactionalID(), err)
+		}
+	} else {
+		sink = pipeline.NewStdoutSink(src, os.Stdout, os.Stderr, c.outputTopic)
+	}
+	newOp := func() pipeline.Operator {
+		return pipeline.NewAggregator(pipeline.AggregatorConfig{Columns: c.schema, DedupWindow: c.dedupWindow, MaxLineBytes: c.maxLineBytes})
+	}
+	ecfg := pipeline.Config{
+		Topic: c.topic, OutputTopic: c.outputTopic, DLQTopic: c.dlqTopic,
+		CommitInterval: c.commitInterval, CheckpointInterval: c.checkpointInterval,
+		MaxEpochBytes: c.maxEpochBytes, DataDir: c.dataDir, AllowStateLoss: c.allowStateLoss,
+		ExitWhenIdle: c.exitWhenIdle, TolerableSnapshotFailures: c.tolerableFailures,
+		CrashAtRecord: c.crashAtRecord, ReplayConnOpts: d.connOpts,
+		Job: c.jobSettings(pipeline.AggregatorName), Logger: d.log, Stats: d.stats, OnLoop: d.onLoop,
+		Savepoint: d.fromSavepoint, SavepointUsed: d.spUsed, SavepointOnStop: c.savepointOnStop,
+	}
+	if c.failAtRecord > 0 && (c.failTimes == 0 || n <= c.failTimes) {
+		ecfg.FailAtRecord = c.failAtRecord
+	}
+	eng := pipeline.NewEngine(ecfg, src, sink, newOp, d.ckpt)
+	d.engine.Store(eng)
+	defer d.engine.Store(nil)
+	err = eng.Run(ctx, func() { markRunning(); d.ready() })
+	if kconn.IsAuthError(err) {
+		// wrong credentials or certificates: a restart cannot help
+		return job.Permanent(err)
+	}
+	return err
+}

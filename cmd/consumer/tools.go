@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/txstream/txstream/checkpoint"
+	"github.com/txstream/txstream/pipeline"
+)
+
+const checkpointsUsage = `consumer checkpoints: offline tools for a checkpoint directory (no broker needed).
+
+Usage:
+  consumer checkpoints list DIR                     snapshots and savepoints: id, partition, offset, mode, files, bytes, age
+  consumer checkpoints verify DIR                   check every file's size and CRC32C; exit 1 on any failure
+  consumer checkpoints inspect DIR --partition P --key ACCOUNT [--topic T] [--id ID]
+                                                    read an account's aggregate from a snapshot (newest by default)
+  consumer checkpoints gc DIR [--apply]             show (default) or delete what retention and garbage collection would remove
+
+Exit codes: 0 ok, 1 verification failed or an operation failed, 2 usage.`
+
+// checkpointsCmd is the offline checkpoint tooling.
+func checkpointsCmd(args []string) int {
+	return runCheckpoints(args, os.Stdout, os.Stderr)
+}
+
+func runCheckpoints(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stderr, checkpointsUsage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	sub, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("checkpoints "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	topic := fs.String("topic", "transactions", "input topic (inspect)")
+	partition := fs.Int("partition", -1, "partition (inspect)")
+	key := fs.String("key", "", "account id (inspect)")
+	id := fs.String("id", "", "snapshot id (inspect; default the newest)")
+	apply := fs.Bool("apply", false, "really delete (gc); without it gc only reports")
+	asJSON := fs.Bool("json", false, "JSON output (list)")
+	fs.Usage = func() { fmt.Fprintln(stderr, checkpointsUsage) }
+	// The directory may come before or after the flags.
+	var dir string
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		dir, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if dir == "" && fs.NArg() > 0 {
+		dir = fs.Arg(0)
+	}
+	if dir == "" {
+		fmt.Fprintln(stderr, "consumer checkpoints "+sub+": missing the checkpoint directory")
+		return 2
+	}
+	log := zap.NewNop()
+	store, err := checkpoint.OpenExisting(dir, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "consumer checkpoints %s: %v\n", sub, err)
+		return 1
+	}
+	ctx := context.Background()
+	switch sub {
+	case "list":
+		err = listCheckpoints(store, stdout, *asJSON)
+	case "verify":
+		return verifyCheckpoints(ctx, store, stdout, stderr)
+	case "inspect":
+		if *partition < 0 || *key == "" {
+			fmt.Fprintln(stderr, "consumer checkpoints inspect: --partition and --key are required")
+			return 2
+		}
+		err = inspectCheckpoint(ctx, store, *topic, int32(*partition), *id, *key, stdout)
+	case "gc":
+		err = gcCheckpoints(ctx, store, !*apply, stdout)
+	default:
+		fmt.Fprintf(stderr, "consumer checkpoints: unknown command %q\n\n%s\n", sub, checkpointsUsage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "consumer checkpoints %s: %v\n", sub, err)
+		return 1
+	}
+	return 0
+}
+
+type listRow struct {
+	Kind      string    `json:"kind"`
+	ID        string    `json:"id"`
+	Topic     string    `json:"topic"`
+	Partition int32     `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Mode      string    `json:"mode"`
+	Files     int       `json:"files"`
+	Bytes     int64     `json:"bytes"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func collectRows(store *checkpoint.Store) ([]listRow, error) {
+	var rows []listRow
+	parts, err := store.Partitions()
+	if err != nil {
+		return nil, err
+	}
+	for _, tp := range parts {
+		metas, err := store.List(tp.Topic, tp.Partition)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range metas {
+			rows = append(rows, listRow{Kind: "snapshot", ID: m.ID, Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+				Mode: string(m.Mode), Files: len(m.Files), Bytes: m.Bytes(), CreatedAt: m.CreatedAt})
+		}
+	}
+	sps, err := store.ListSavepoints()
+	if err != nil {
+		return nil, err
+	}
+	for _, sp := range sps {
+		for _, p := range sp.Partitions {
+			rows = append(rows, listRow{Kind: "savepoint", ID: sp.Name, Topic: p.Topic, Partition: p.Partition, Offset: p.Offset,
+				Mode: "savepoint", Files: len(p.Files), Bytes: p.Bytes(), CreatedAt: sp.CreatedAt})
+		}
+	}
+	return rows, nil
+}
+
+func listCheckpoints(store *checkpoint.Store, w io.Writer, asJSON bool) error {
+	rows, err := collectRows(store)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	if len(rows) == 0 {
+		fmt.Fprintf(w, "%s: no snapshots or savepoints yet\n", store.Dir())
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tID\tTOPIC\tPARTITION\tOFFSET\tMODE\tFILES\tBYTES\tAGE")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\n", r.Kind, r.ID, r.Topic, r.Partition, r.Offset, r.Mode, r.Files,
+			humanBytes(r.Bytes), time.Since(r.CreatedAt).Round(time.Second))
+	}
+	return tw.Flush()
+}
+
+func verifyCheckpoints(ctx context.Context, store *checkpoint.Store, stdout, stderr io.Writer) int {
+	parts, err := store.Partitions()
+	if err != nil {
+		fmt.Fprintln(stderr, "consumer checkpoints verify:", err)
+		return 1
+	}
+	bad, n := 0, 0
+	for _, tp := range parts {
+		metas, err := store.List(tp.Topic, tp.Partition)
+		if err != nil {
+			fmt.Fprintf(stdout, "FAIL  %s: %v\n", tp, err)
+			bad++
+			continue
+		}
+		for _, m := range metas {
+			n++
+			if err := store.Verify(ctx, m); err != nil {
+				fmt.Fprintf(stdout, "FAIL  %s/%d %s: %v\n", m.Topic, m.Partition, m.ID, err)
+				bad++
+				continue
+			}
+			fmt.Fprintf(stdout, "ok    %s/%d %s (%d files, %s)\n", m.Topic, m.Partition, m.ID, len(m.Files), humanBytes(m.Bytes()))
+		}
+	}
+	sps, err := store.ListSavepoints()
+	if err != nil {
+		fmt.Fprintln(stdout, "FAIL  savepoints:", err)
+		bad++
+	}
+	for _, sp := range sps {
+		n++
+		if _, err := checkpoint.LoadSavepoint(sp.Dir); err != nil {
+			fmt.Fprintf(stdout, "FAIL  savepoint %s: %v\n", sp.Name, err)
+			bad++
+			continue
+		}
+		fmt.Fprintf(stdout, "ok    savepoint %s (%d partitions, %s)\n", sp.Name, len(sp.Partitions), humanBytes(sp.Bytes()))
+	}
+	fmt.Fprintf(stdout, "%d checked, %d failed\n", n, bad)
+	if bad > 0 {
+		return 1
+	}
+	return 0
+}
+
+// inspectCheckpoint restores a snapshot into a temporary directory (which
+// verifies every checksum) and reads one account's committed aggregate.
+func inspectCheckpoint(ctx context.Context, store *checkpoint.Store, topic string, p int32, id, key string, w io.Writer) error {
+	metas, err := store.List(topic, p)
+	if err != nil {
+		return err
+	}
+	if len(metas) == 0 {
+		return fmt.Errorf("no snapshot of %s/%d in %s", topic, p, store.Dir())
+	}
+	maxOffset := metas[0].Offset
+	if id != "" {
+		found := false
+		for _, m := range metas {
+			if m.ID == id {
+				maxOffset, found = m.Offset, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("no snapshot %q of %s/%d", id, topic, p)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "txstream-inspect-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	dst := filepath.Join(tmp, "store")
+	m, err := store.Restore(ctx, topic, p, maxOffset, dst)
+	if err != nil {
+		return err
+	}
+	if id != "" && m.ID != id {
+		return fmt.Errorf("snapshot %s does not verify; the newest usable one at or below its offset is %s", id, m.ID)
+	}
+	st, err := pipeline.OpenStore(dst, zap.NewNop(), nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	v, ok, err := st.Get(pipeline.AccountKey(nil, key))
+	if err != nil {
+		return err
+	}
+	out := map[string]any{"snapshot": m.ID, "topic": topic, "partition": p, "offset": m.Offset, "account_id": key, "found": ok}
+	if ok {
+		var a pipeline.AccountState
+		if err := a.Decode(v); err != nil {
+			return fmt.Errorf("account %q in snapshot %s: %w", key, m.ID, err)
+		}
+		out["count"] = a.Count
+		out["total"] = a.Total.Text('f')
+		out["min"] = a.Min.Text('f')
+		out["max"] = a.Max.Text('f')
+		out["first"] = a.First
+		out["last"] = a.Last
+		out["last_offset"] = a.LastOffset
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("account %q not found in %s/%d at offset %d (another partition may own it)", key, topic, p, m.Offset)
+	}
+	return nil
+}
+
+func gcCheckpoints(ctx context.Context, store *checkpoint.Store, dryRun bool, w io.Writer) error {
+	rep, err := store.GC(ctx, dryRun)
+	if err != nil {
+		return err
+	}
+	verb := "would remove"
+	if !dryRun {
+		verb = "removed"
+	}
+	for _, it := range rep.Removed {
+		fmt.Fprintf(w, "%s %-9s %s (%s)\n", verb, it.Kind, it.Path, humanBytes(it.Bytes))
+	}
+	fmt.Fprintf(w, "%s %d item(s), %s; %d pool file(s) referenced, %d too recent to judge\n",
+		verb, len(rep.Removed), humanBytes(rep.BytesFreed), rep.PoolReferenced, rep.SkippedRecent)
+	if dryRun && len(rep.Removed) > 0 {
+		fmt.Fprintln(w, "(dry run: rerun with --apply to delete)")
+	}
+	return nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// savepointCmd triggers a savepoint on a running daemon through its HTTP API.
+func savepointCmd(args []string) int {
+	return runSavepoint(args, os.Stdout, os.Stderr)
+}

@@ -1,0 +1,63 @@
+// Package pipeline owns processing: the deterministic keyed operator, the
+// per-partition Pebble state with its epoch batches, the sinks that own the
+// commit point, and the loop that ties source, operator, sink and snapshots
+// together.
+package pipeline
+
+import (
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Record is one input record as the operator sees it.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []kgo.RecordHeader
+	// Timestamp is the record's Kafka timestamp (create or log-append
+	// time). Operators use it, or a time inside the value, never the
+	// wall clock: replays must compute the same results.
+	Timestamp time.Time
+}
+
+// State is the keyed state of the record's partition. Reads see the writes
+// of the current epoch; writes become durable only when the epoch's sink
+// commit succeeds. Returned slices must not be modified. Set takes
+// ownership of value: do not modify or reuse it after the call.
+type State interface {
+	Get(key []byte) (value []byte, ok bool, err error)
+	Set(key, value []byte) error
+	Delete(key []byte) error
+}
+
+// Emitter receives an operator's results for one record.
+type Emitter interface {
+	// Emit publishes an output record (to the output topic) with key and
+	// value. The emitter copies neither: do not reuse the slices.
+	Emit(key, value []byte)
+	// DeadLetter sends the input record to the dead-letter topic with a
+	// stable reason code and a human-readable detail. Bad input is never
+	// dropped silently and never fails the job.
+	DeadLetter(reason, detail string)
+	// Skipped counts a record that was deliberately ignored (an exact
+	// duplicate) so that it shows in metrics.
+	Skipped(reason string)
+}
+
+// Operator is a deterministic keyed function: given the same records in the
+// same per-partition order it must produce the same state and the same
+// outputs. Returning an error fails the job attempt (a restart strategy
+// decides what happens next); bad input is not an error, it goes to
+// Emitter.DeadLetter.
+//
+// Process is called from a single goroutine.
+type Operator interface {
+	// Name identifies the operator and its state format in snapshots;
+	// change it when the state encoding changes incompatibly.
+	Name() string
+	Process(rec *Record, st State, out Emitter) error
+}

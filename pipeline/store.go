@@ -1,0 +1,266 @@
+package pipeline
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"go.uber.org/zap"
+)
+
+// offsetKey holds, inside each store, the input offset the store reflects:
+// every record below it has been applied. It is written in the same batch
+// as the epoch's state, so the two can never disagree.
+var offsetKey = []byte("\xff\xfftxstream/offset")
+
+// Store is the Pebble store of one input partition.
+type Store struct {
+	db  *pebble.DB
+	dir string
+	// hot caches committed values that were read and found: the keys an
+	// operator re-reads (an account's aggregate), not the write-once keys
+	// it only probes (dedup entries). Used only by the partition's
+	// processing goroutine; bounded by hotMax entries.
+	hot map[string][]byte
+}
+
+const hotMax = 200_000
+
+// pebbleLogger sends Pebble's log lines to zap.
+type pebbleLogger struct{ l *zap.SugaredLogger }
+
+func (p pebbleLogger) Infof(format string, args ...any)  { p.l.Debugf(format, args...) }
+func (p pebbleLogger) Errorf(format string, args ...any) { p.l.Errorf(format, args...) }
+func (p pebbleLogger) Fatalf(format string, args ...any) { p.l.Fatalf(format, args...) }
+
+// Stores share one block cache (NewCache); nil gives a store its own.
+// The cache is reference counted: each store holds a reference until Close.
+func NewCache(bytes int64) *pebble.Cache { return pebble.NewCache(bytes) }
+
+// OpenStore opens (creating if needed) the store in dir.
+func OpenStore(dir string, log *zap.Logger, cache *pebble.Cache) (*Store, error) {
+	return OpenStoreTuned(dir, log, cache, nil)
+}
+
+// OpenStoreTuned is OpenStore with tune (if not nil) applied to the
+// production Pebble options before the store is opened. It exists for
+// benchmarks that compare tuning candidates (test/integration,
+// BenchmarkCheckpoint); the consumer uses OpenStore.
+func OpenStoreTuned(dir string, log *zap.Logger, cache *pebble.Cache, tune func(*pebble.Options)) (*Store, error) {
+	opts := &pebble.Options{
+		Logger: pebbleLogger{log.Named("pebble").Sugar()},
+		Cache:  cache,
+		// A big memtable absorbs an epoch's writes and most re-reads of
+		// hot accounts; it also sizes the WAL a snapshot copies.
+		MemTableSize: 16 << 20,
+		// Durability comes from snapshots plus replay, never from the live
+		// store's WAL, so the WAL is never synced per batch; it exists so
+		// that a checkpoint captures the memtable without a flush.
+		DisableWAL: false,
+	}
+	for i := range opts.Levels {
+		// Most reads are misses (a new transaction id is looked up for
+		// dedup): bloom filters answer them without reading blocks.
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		opts.Levels[i].FilterType = pebble.TableFilter
+	}
+	if tune != nil {
+		tune(opts)
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening state store %s: %w", dir, err)
+	}
+	return &Store{db: db, dir: dir, hot: make(map[string][]byte)}, nil
+}
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// DB exposes the Pebble handle for read-only queries.
+func (s *Store) DB() *pebble.DB { return s.db }
+
+// Get reads a committed value (a copy).
+func (s *Store) Get(key []byte) ([]byte, bool, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	_ = closer.Close()
+	return out, true, nil
+}
+
+// readCommitted is Get through the hot cache (processing goroutine only).
+func (s *Store) readCommitted(key []byte) ([]byte, bool, error) {
+	if v, ok := s.hot[string(key)]; ok {
+		return v, true, nil
+	}
+	v, ok, err := s.Get(key)
+	if ok && err == nil {
+		if len(s.hot) >= hotMax {
+			n := 0
+			for k := range s.hot { // evict an arbitrary tenth
+				delete(s.hot, k)
+				if n++; n >= hotMax/10 {
+					break
+				}
+			}
+		}
+		s.hot[string(key)] = v
+	}
+	return v, ok, err
+}
+
+// Offset is the next input offset the store expects; -1 for a new store.
+func (s *Store) Offset() (int64, error) {
+	v, ok, err := s.Get(offsetKey)
+	if err != nil || !ok {
+		return -1, err
+	}
+	if len(v) != 8 {
+		return -1, fmt.Errorf("state store %s: offset record has %d bytes, want 8", s.dir, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// Checkpoint makes a consistent local copy (hard links plus the flushed
+// WAL) in dir; the slow copy to the checkpoint directory happens elsewhere.
+func (s *Store) Checkpoint(dir string) error {
+	if err := s.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		return fmt.Errorf("pebble checkpoint of %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Size estimates the store's on-disk bytes.
+func (s *Store) Size() int64 {
+	m := s.db.Metrics()
+	return int64(m.DiskSpaceUsage())
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Remove closes and deletes the store.
+func (s *Store) Remove() error {
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	return os.RemoveAll(s.dir)
+}
+
+// overlay is an epoch's view of one partition: reads go through it, writes
+// stay in it until the sink commits, then they are applied in one batch.
+// Aborting an epoch is dropping the overlay.
+type overlay struct {
+	store *Store
+	m     map[string]entry
+	bytes int
+	dirty int
+}
+
+type entry struct {
+	val     []byte
+	deleted bool
+	dirty   bool
+}
+
+func newOverlay(s *Store) *overlay { return &overlay{store: s, m: make(map[string]entry)} }
+
+func (o *overlay) Get(key []byte) ([]byte, bool, error) {
+	if e, ok := o.m[string(key)]; ok {
+		return e.val, !e.deleted, nil
+	}
+	v, ok, err := o.store.readCommitted(key)
+	if err != nil {
+		return nil, false, fmt.Errorf("state read: %w", err)
+	}
+	// Cache reads too: the aggregator reads a key right before writing it.
+	o.m[string(key)] = entry{val: v, deleted: !ok}
+	o.bytes += len(key) + len(v) + 64
+	return v, ok, nil
+}
+
+func (o *overlay) Set(key, value []byte) error {
+	k := string(key)
+	old, had := o.m[k]
+	if had {
+		o.bytes -= len(old.val)
+	} else {
+		o.bytes += len(k) + 64
+	}
+	if !old.dirty {
+		o.dirty++
+	}
+	o.m[k] = entry{val: value, dirty: true}
+	o.bytes += len(value)
+	return nil
+}
+
+func (o *overlay) Delete(key []byte) error {
+	k := string(key)
+	old, had := o.m[k]
+	if !had {
+		o.bytes += len(k) + 64
+	}
+	if !old.dirty {
+		o.dirty++
+	}
+	o.m[k] = entry{deleted: true, dirty: true}
+	return nil
+}
+
+// apply writes the overlay's dirty entries and the new offset atomically.
+func (o *overlay) apply(nextOffset int64) error {
+	b := o.store.db.NewBatch()
+	defer b.Close()
+	for k, e := range o.m {
+		if !e.dirty {
+			continue
+		}
+		var err error
+		if e.deleted {
+			err = b.Delete([]byte(k), nil)
+		} else {
+			err = b.Set([]byte(k), e.val, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	var off [8]byte
+	binary.BigEndian.PutUint64(off[:], uint64(nextOffset))
+	if err := b.Set(offsetKey, off[:], nil); err != nil {
+		return err
+	}
+	if err := o.store.db.Apply(b, pebble.NoSync); err != nil {
+		return fmt.Errorf("applying epoch to state store %s: %w", o.store.dir, err)
+	}
+	// Keep cached keys current (write-through); new keys stay out.
+	for k, e := range o.m {
+		if !e.dirty {
+			continue
+		}
+		if _, cached := o.store.hot[k]; cached {
+			if e.deleted {
+				delete(o.store.hot, k)
+			} else {
+				o.store.hot[k] = e.val
+			}
+		}
+	}
+	o.reset()
+	return nil
+}
+
+func (o *overlay) reset() {
+	clear(o.m)
+	o.bytes, o.dirty = 0, 0
+}
