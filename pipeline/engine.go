@@ -469,6 +469,11 @@ func (e *Engine) handleEvent(ctx context.Context, ev offsets.Event) error {
 			}
 		}
 		e.stats.setPartitions(e.partitionSnapshot())
+		// The idle clock restarts: records of newly assigned partitions
+		// have not been fetched yet, so "no input" so far says nothing
+		// about them (a member that waited out a long rebalance must not
+		// finish the moment it receives work).
+		e.lastInput = time.Now()
 	case offsets.Revoked, offsets.Lost:
 		// The transact session has marked the epoch failed; ending it
 		// aborts, and the surviving partitions are rewound to C.

@@ -77,6 +77,7 @@ type config struct {
 	maxEpochBytes      int
 	tolerableFailures  int
 	sessionTimeout     time.Duration
+	rebalanceTimeout   time.Duration
 	txnTimeout         time.Duration
 
 	restart job.Config
@@ -137,6 +138,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.IntVar(&c.maxEpochBytes, "max-epoch-bytes", 64<<20, "commit an epoch early when its uncommitted state passes this many bytes (bounds memory)")
 	fs.IntVar(&c.tolerableFailures, "tolerable-checkpoint-failures", 3, "consecutive snapshot failures tolerated before the attempt fails")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "group session timeout")
+	fs.DurationVar(&c.rebalanceTimeout, "rebalance-timeout", time.Minute, "how long a rebalance waits for members to rejoin (Kafka's max.poll.interval.ms); a member that neither rejoins nor expires within it is dropped from the new generation")
 	fs.DurationVar(&c.txnTimeout, "transaction-timeout", 10*time.Second, "Kafka transaction timeout: a member that dies and does not come back holds read_committed readers of the output back for at most this long (a restarted member fences its old transaction at once); must be well above --commit-interval (Kafka Streams' EOS default: 10s)")
 
 	fs.StringVar(&c.restart.Strategy, "restart-strategy", def.Strategy, "restart strategy: fixed-delay, exponential-delay, failure-rate or none")
@@ -167,7 +169,7 @@ func parseConfig(args []string) (*config, error) {
 
 	fs.Usage = settings.UsageGroups(fs, envPrefix, summary, []settings.Group{
 		{Title: "Kafka", Flags: []string{"brokers", "topic", "output-topic", "dlq-topic", "group", "instance-id", "transactional-id", "sink",
-			"output-compression", "create-topics", "session-timeout", "transaction-timeout"}},
+			"output-compression", "create-topics", "session-timeout", "rebalance-timeout", "transaction-timeout"}},
 		{Title: "Security (TLS, SASL)", Flags: []string{"tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "tls-insecure-skip-verify",
 			"sasl-mechanism", "sasl-user", "sasl-password-file"}},
 		{Title: "Input and the built-in aggregator", Flags: []string{"columns", "dedup-window", "max-line-bytes"}},
@@ -232,7 +234,7 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("--checkpoint-mode: %w", err))
 	}
 	positive := map[string]time.Duration{"--commit-interval": c.commitInterval, "--checkpoint-interval": c.checkpointInterval,
-		"--dedup-window": c.dedupWindow, "--session-timeout": c.sessionTimeout, "--transaction-timeout": c.txnTimeout}
+		"--dedup-window": c.dedupWindow, "--session-timeout": c.sessionTimeout, "--rebalance-timeout": c.rebalanceTimeout, "--transaction-timeout": c.txnTimeout}
 	for name, d := range positive {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))

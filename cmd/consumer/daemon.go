@@ -325,7 +325,7 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 	c := d.cfg
 	scfg := offsets.Config{
 		Topic: c.topic, Group: c.group, InstanceID: c.instanceID,
-		SessionTimeout: c.sessionTimeout, TransactionTimeout: c.txnTimeout,
+		SessionTimeout: c.sessionTimeout, RebalanceTimeout: c.rebalanceTimeout, TransactionTimeout: c.txnTimeout,
 		FetchMaxBytes: 16 << 20, PartitionMaxBytes: 4 << 20, MaxBufferedRecords: 20000,
 		ConnOpts: d.connOpts, ExtraOpts: append([]kgo.Opt{c.compressionOpt()}, d.extraOpts...), Logger: d.log,
 	}
