@@ -130,9 +130,13 @@ type partState struct {
 	snapInFlight   bool
 	recoveredFrom  string
 	lastSnapOffset int64
-	hwm            int64 // high watermark seen in the last fetch
-	op             Operator
-	rec            Record
+	// flushing is closed when the pre-checkpoint flush started at
+	// flushStart is done (nil: none pending).
+	flushing   <-chan struct{}
+	flushStart time.Time
+	hwm        int64 // high watermark seen in the last fetch
+	op         Operator
+	rec        Record
 	// Counts of the open epoch, added to the totals only when it commits,
 	// so that metrics count each record once however often it is redone.
 	ep, total counts
@@ -308,6 +312,11 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 		}
 		if e.epochOpen && (time.Since(e.epochStart) >= e.cfg.CommitInterval || e.epochBytes() >= e.cfg.MaxEpochBytes) {
 			if err := e.commit(ctx); err != nil {
+				return err
+			}
+		}
+		if !e.epochOpen && e.flushPending() {
+			if err := e.checkpointFlushed(); err != nil {
 				return err
 			}
 		}
@@ -689,25 +698,24 @@ func (e *Engine) snapshot(wait bool) error {
 		if !ps.dirty || ps.snapInFlight {
 			continue
 		}
-		e.snapSeq++
-		staging := filepath.Join(e.cfg.DataDir, "staging", fmt.Sprintf("%s-%d-%d-%d", e.cfg.Topic, p, ps.next, e.snapSeq))
-		_ = os.RemoveAll(staging)
-		if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
-			return fmt.Errorf("creating staging dir: %w", err)
-		}
-		t0 := time.Now()
-		if err := ps.store.Checkpoint(staging); err != nil {
-			e.snapFailed(snapJob{p: p}, err)
-			if e.snapFailures > e.cfg.TolerableSnapshotFailures {
-				return fmt.Errorf("%d consecutive snapshot failures (tolerable: %d): %w", e.snapFailures, e.cfg.TolerableSnapshotFailures, err)
+		if !wait && ps.flushing == nil {
+			// Flush first (in the background) when the WAL is big; the
+			// checkpoint follows at a later committed boundary
+			// (checkpointFlushed). A final snapshot does not wait for it.
+			ch, err := ps.store.PrepareCheckpoint(CheckpointFlushMin)
+			if err != nil {
+				e.log.Warn("pre-checkpoint flush failed; checkpointing with the WAL", zap.Int32("partition", p), zap.Error(err))
+			} else if ch != nil {
+				ps.flushing, ps.flushStart = ch, time.Now()
+				continue
 			}
-			continue
 		}
-		pause := time.Since(t0)
-		e.stats.observePause(pause)
-		ps.dirty = false
-		ps.snapInFlight = true
-		e.snapJobs <- snapJob{p: p, offset: ps.next, staging: staging, trigger: t0, pause: pause}
+		if !wait && ps.flushing != nil {
+			continue // checkpointFlushed takes it when the flush is done
+		}
+		if err := e.checkpointPartition(ps); err != nil {
+			return err
+		}
 	}
 	if wait {
 		for e.inFlight() {
@@ -717,6 +725,73 @@ func (e *Engine) snapshot(wait bool) error {
 			}
 		}
 	}
+	return nil
+}
+
+// flushPending reports a partition whose pre-checkpoint flush was started.
+func (e *Engine) flushPending() bool {
+	for _, ps := range e.parts {
+		if ps.flushing != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// checkpointFlushed takes the checkpoints whose pre-checkpoint flush has
+// finished. Called only at a committed boundary (no open epoch). A flush
+// that takes longer than a checkpoint interval is not waited for: the
+// checkpoint copies the WAL instead, so a slow disk delays no snapshot.
+func (e *Engine) checkpointFlushed() error {
+	for _, p := range e.sortedParts() {
+		ps := e.parts[p]
+		if ps.flushing == nil {
+			continue
+		}
+		select {
+		case <-ps.flushing:
+		default:
+			if time.Since(ps.flushStart) < e.cfg.CheckpointInterval {
+				continue
+			}
+			e.log.Warn("pre-checkpoint flush is slow; checkpointing with the WAL", zap.Int32("partition", p),
+				zap.Duration("flushing_for", time.Since(ps.flushStart)))
+		}
+		if ps.snapInFlight || !ps.dirty {
+			ps.flushing = nil
+			continue
+		}
+		if err := e.checkpointPartition(ps); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkpointPartition takes the partition's checkpoint (the processing
+// pause: hard links and a WAL copy) and hands it to the publisher.
+func (e *Engine) checkpointPartition(ps *partState) error {
+	p := ps.p
+	ps.flushing = nil
+	e.snapSeq++
+	staging := filepath.Join(e.cfg.DataDir, "staging", fmt.Sprintf("%s-%d-%d-%d", e.cfg.Topic, p, ps.next, e.snapSeq))
+	_ = os.RemoveAll(staging)
+	if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
+		return fmt.Errorf("creating staging dir: %w", err)
+	}
+	t0 := time.Now()
+	if err := ps.store.Checkpoint(staging); err != nil {
+		e.snapFailed(snapJob{p: p}, err)
+		if e.snapFailures > e.cfg.TolerableSnapshotFailures {
+			return fmt.Errorf("%d consecutive snapshot failures (tolerable: %d): %w", e.snapFailures, e.cfg.TolerableSnapshotFailures, err)
+		}
+		return nil
+	}
+	pause := time.Since(t0)
+	e.stats.observePause(pause)
+	ps.dirty = false
+	ps.snapInFlight = true
+	e.snapJobs <- snapJob{p: p, offset: ps.next, staging: staging, trigger: t0, pause: pause}
 	return nil
 }
 

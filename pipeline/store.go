@@ -61,6 +61,7 @@ func OpenStoreTuned(dir string, log *zap.Logger, cache *pebble.Cache, tune func(
 		// that a checkpoint captures the memtable without a flush.
 		DisableWAL: false,
 	}
+	opts.Cleaner = walNoRecycle{}
 	for i := range opts.Levels {
 		// Most reads are misses (a new transaction id is looked up for
 		// dedup): bloom filters answer them without reading blocks.
@@ -76,6 +77,22 @@ func OpenStoreTuned(dir string, log *zap.Logger, cache *pebble.Cache, tune func(
 	}
 	return &Store{db: db, dir: dir, hot: make(map[string][]byte)}, nil
 }
+
+// walNoRecycle deletes obsolete files as Pebble's default cleaner does,
+// and stops Pebble from recycling WAL files: Pebble recycles them only when
+// its cleaner does not need their contents, which the promoted
+// ArchiveCleaner marker claims (its Clean is shadowed by DeleteCleaner's).
+// A recycled WAL keeps the physical size of the largest log before it and
+// pebble.Checkpoint copies WAL files whole, so with recycling every
+// snapshot copies up to a memtable's worth of WAL however little it
+// holds; without it, a snapshot after a flush copies only the writes since.
+// The cost is creating a WAL file per memtable instead of reusing one.
+type walNoRecycle struct {
+	pebble.DeleteCleaner
+	needsContents
+}
+
+type needsContents struct{ pebble.ArchiveCleaner }
 
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
@@ -137,6 +154,31 @@ func (s *Store) Checkpoint(dir string) error {
 		return fmt.Errorf("pebble checkpoint of %s: %w", s.dir, err)
 	}
 	return nil
+}
+
+// CheckpointFlushMin is the live WAL size above which the engine flushes
+// the memtable before a checkpoint (PrepareCheckpoint). Below it, copying
+// the WAL is cheaper than one more small L0 file.
+const CheckpointFlushMin = 1 << 20
+
+// PrepareCheckpoint starts a background flush of the memtable when the
+// live WAL holds more than minBytes, and returns a channel closed when the
+// flush is done (nil: nothing worth flushing). A checkpoint copies the live
+// WAL whole, and the WAL of a 16 MiB memtable is copied again by every
+// snapshot until the memtable fills; flushed, the same writes become an
+// immutable (and compressed) SST that an incremental snapshot shares with
+// every later one. Writes go on during the flush, into a fresh memtable:
+// the caller takes the checkpoint at its next committed boundary after the
+// channel closes, so the processing pause stays a hard-link pass.
+func (s *Store) PrepareCheckpoint(minBytes uint64) (<-chan struct{}, error) {
+	if s.db.Metrics().WAL.Size <= minBytes {
+		return nil, nil
+	}
+	ch, err := s.db.AsyncFlush()
+	if err != nil {
+		return nil, fmt.Errorf("flushing state store %s before a checkpoint: %w", s.dir, err)
+	}
+	return ch, nil
 }
 
 // Size estimates the store's on-disk bytes.
