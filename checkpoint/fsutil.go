@@ -42,6 +42,13 @@ func isReadError(err error) bool {
 // buffer, computing CRC32C of the bytes on the way, then fsyncs and closes
 // dst. On error dst is removed. Source-side failures are *readError.
 func copyFile(ctx context.Context, src, dst string) (n int64, crc uint32, err error) {
+	return copyFileSync(ctx, src, dst, true)
+}
+
+// copyFileSync is copyFile with the fsync optional: a caller that writes
+// many files syncs them together afterwards (syncFiles), one device flush
+// instead of one per file.
+func copyFileSync(ctx context.Context, src, dst string, sync bool) (n int64, crc uint32, err error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return 0, 0, &readError{err}
@@ -61,8 +68,10 @@ func copyFile(ctx context.Context, src, dst string) (n int64, crc uint32, err er
 	if err != nil {
 		return n, crc, err
 	}
-	if err := out.Sync(); err != nil {
-		return n, crc, err
+	if sync {
+		if err := out.Sync(); err != nil {
+			return n, crc, err
+		}
 	}
 	if err := out.Close(); err != nil {
 		return n, crc, err
@@ -238,4 +247,23 @@ func dirIsEmpty(dir string) (bool, error) {
 		return true, nil
 	}
 	return false, err
+}
+
+// fsyncEach fsyncs the named files one by one.
+func fsyncEach(names []string) error {
+	for _, n := range names {
+		f, err := os.Open(n)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		cerr := f.Close()
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", n, err)
+		}
+		if cerr != nil {
+			return cerr
+		}
+	}
+	return nil
 }

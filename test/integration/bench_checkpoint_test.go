@@ -157,10 +157,28 @@ var ckbVariants = []ckbVariant{
 			o.L0CompactionThreshold, o.L0CompactionFileThreshold, o.L0StopWritesThreshold = 16, 64, 32
 			o.Experimental.LevelMultiplier = 4
 		}},
+	{Name: "format-newest", Desc: "Pebble's newest format (columnar blocks), no value separation",
+		tune: func(o *pebble.Options) {
+			o.FormatMajorVersion = pebble.FormatNewest
+			o.Experimental.EnableColumnarBlocks = func() bool { return true }
+		}},
+	{Name: "blob-32", Desc: "newest format with value separation: values of 32+ bytes (the account aggregates) in blob files that compactions reference instead of rewriting",
+		tune: func(o *pebble.Options) { ckbValueSeparation(o, 32) }},
+	{Name: "blob-16", Desc: "as blob-32 with values of 16+ bytes (aggregates and dedup records) separated",
+		tune: func(o *pebble.Options) { ckbValueSeparation(o, 16) }},
 	{Name: "mult-3", Desc: "level size multiplier 3 (default 10)",
 		tune: func(o *pebble.Options) { o.Experimental.LevelMultiplier = 3 }},
 	{Name: "compact-2", Desc: "compaction concurrency 2 (default 1..1)",
 		tune: func(o *pebble.Options) { o.CompactionConcurrencyRange = func() (int, int) { return 2, 2 } }},
+}
+
+func ckbValueSeparation(o *pebble.Options, minSize int) {
+	o.FormatMajorVersion = pebble.FormatNewest
+	o.Experimental.EnableColumnarBlocks = func() bool { return true }
+	o.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{Enabled: true, MinimumSize: minSize, MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge: time.Hour, TargetGarbageRatio: 0.5}
+	}
 }
 
 func ckbSelectedVariants(b *testing.B) []ckbVariant {
