@@ -161,18 +161,24 @@ func writeFileAtomic(dir, name string, data []byte) error {
 // syncDir fsyncs a directory so that entries created, renamed or removed in
 // it are durable.
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	err := fsyncPath(dir)
+	// Some filesystems do not support fsync on directories.
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		return nil
+	}
+	return err
+}
+
+// fsyncPath opens path and fsyncs it.
+func fsyncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
-	cerr := d.Close()
+	err = f.Sync()
+	cerr := f.Close()
 	if err != nil {
-		// Some filesystems do not support fsync on directories.
-		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
-			return cerr
-		}
-		return fmt.Errorf("fsync %s: %w", dir, err)
+		return fmt.Errorf("fsync %s: %w", path, err)
 	}
 	return cerr
 }
@@ -252,17 +258,8 @@ func dirIsEmpty(dir string) (bool, error) {
 // fsyncEach fsyncs the named files one by one.
 func fsyncEach(names []string) error {
 	for _, n := range names {
-		f, err := os.Open(n)
-		if err != nil {
+		if err := fsyncPath(n); err != nil {
 			return err
-		}
-		err = f.Sync()
-		cerr := f.Close()
-		if err != nil {
-			return fmt.Errorf("fsync %s: %w", n, err)
-		}
-		if cerr != nil {
-			return cerr
 		}
 	}
 	return nil
