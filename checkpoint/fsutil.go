@@ -254,13 +254,3 @@ func dirIsEmpty(dir string) (bool, error) {
 	}
 	return false, err
 }
-
-// fsyncEach fsyncs the named files one by one.
-func fsyncEach(names []string) error {
-	for _, n := range names {
-		if err := fsyncPath(n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
