@@ -21,8 +21,9 @@ import (
 	"github.com/txstream/txstream/synth"
 )
 
-// consumerBenchRows sizes the end-to-end benchmark (the issue's
-// 1M rows over 100k accounts); BENCH_ROWS overrides for quick runs.
+// consumerBenchRows sizes the end-to-end benchmark (1M rows over 100k
+// accounts, the size docs/BENCHMARKS.md reports); BENCH_ROWS overrides for
+// quick runs.
 func consumerBenchRows() int {
 	if v, err := strconv.Atoi(os.Getenv("BENCH_ROWS")); err == nil && v > 0 {
 		return v

@@ -310,7 +310,7 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	t.Logf("random kill schedule seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	// Named crash points: the Nth pass kills the process (SIGKILL, no
-	// cleanup), so each lands exactly where DESIGN.md's crash table says.
+	// cleanup), so each lands exactly where docs/DESIGN.md's crash table says.
 	// Armed on odd runs; runs 1, 5, 9, 13 are incremental (pool GC exists
 	// only there), 3, 7, 11 full.
 	points := []string{"after-sink-commit:4", "before-sink-commit:3", "snapshot-copy:5", "after-state-apply:6",

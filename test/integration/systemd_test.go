@@ -128,7 +128,9 @@ func TestSystemdUnits(t *testing.T) {
 		}
 	}
 
-	// The directives the issue asks for.
+	// The directives the unit must have: readiness notification, restart on
+	// failure but not on bad settings (exit 2), sandboxing, its own state
+	// directory, the environment file.
 	d := unitDirectives(t, filepath.Join(src, "txstream-consumer.service"))
 	for k, want := range map[string]string{
 		"Type": "notify", "NotifyAccess": "main", "Restart": "on-failure", "RestartPreventExitStatus": "2",
