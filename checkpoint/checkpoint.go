@@ -21,6 +21,13 @@
 // metadata file last, renames the directory into place and fsyncs the
 // parent, so a crash leaves either the old state or the complete new
 // snapshot plus garbage that GC removes.
+//
+// A snapshot or savepoint records the Kafka topic id and cluster id its
+// state was read from when the publisher knows them (Source, PublishFrom).
+// RestoreFrom skips, and RestoreSavepointFrom refuses, state taken from
+// another incarnation of the topic (deleted and re-created) or from another
+// cluster, whose offsets mean nothing in the current log. Metadata without
+// ids (written before they were recorded) stays usable.
 package checkpoint
 
 import (
@@ -145,7 +152,9 @@ type Meta struct {
 	ID        string            `json:"id"`     // sortable: zero-padded offset, creation time, short random suffix
 	Topic     string            `json:"topic"`
 	Partition int32             `json:"partition"`
-	Offset    int64             `json:"offset"` // next offset to process: state reflects every record < Offset
+	TopicID   string            `json:"topic_id,omitempty"`   // Kafka topic id of the incarnation the state was read from; empty = unknown (written before ids were recorded)
+	ClusterID string            `json:"cluster_id,omitempty"` // Kafka cluster id; empty = unknown
+	Offset    int64             `json:"offset"`               // next offset to process: state reflects every record < Offset
 	Mode      Mode              `json:"mode"`
 	CreatedAt time.Time         `json:"created_at"`
 	Files     []FileInfo        `json:"files"`
@@ -401,16 +410,13 @@ func (s *Store) Partitions() ([]TopicPartition, error) {
 }
 
 func (s *Store) listTPDirs(dir string) ([]TopicPartition, error) {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	ents, err := readVisible(dir)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	var out []TopicPartition
 	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+		if !e.IsDir() {
 			continue
 		}
 		tp, ok := parseTPDir(e.Name())
@@ -529,6 +535,9 @@ func (s *Store) validateMeta(m Meta, tp TopicPartition) error {
 	}
 	if m.Topic != tp.Topic || m.Partition != tp.Partition {
 		return fmt.Errorf("metadata is for %s-%d, stored under %s", m.Topic, m.Partition, tp)
+	}
+	if err := validateSourceIDs(m.TopicID, m.ClusterID); err != nil {
+		return err
 	}
 	if m.ID == "" || !validFileName(m.ID) || strings.HasPrefix(m.ID, ".") {
 		return fmt.Errorf("invalid snapshot id %q", m.ID)

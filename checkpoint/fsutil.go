@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -253,4 +254,33 @@ func dirIsEmpty(dir string) (bool, error) {
 		return true, nil
 	}
 	return false, err
+}
+
+// readDirIfExists is os.ReadDir with a missing directory read as empty.
+func readDirIfExists(dir string) ([]fs.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ents, nil
+}
+
+// readVisible is readDirIfExists without the dot entries: everything this
+// package creates besides snapshots, pool files and savepoints (temporary,
+// deleted and quarantined entries) starts with ".tmp-".
+func readVisible(dir string) ([]fs.DirEntry, error) {
+	ents, err := readDirIfExists(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := ents[:0]
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }

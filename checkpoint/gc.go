@@ -118,10 +118,7 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
 // gcTemps removes the .tmp- entries of dir older than the grace period
 // (.tmp-del- entries at any age: they were renamed away to be deleted).
 func (s *Store) gcTemps(dir string, now time.Time, dryRun bool, rep *GCReport) error {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	ents, err := readDirIfExists(dir)
 	if err != nil {
 		return err
 	}
@@ -177,25 +174,8 @@ func (s *Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keepID
 
 	kept := sc.metas
 	if s.retain >= 0 {
-		kept = nil
 		var drop []Meta
-		budget := s.retain
-		for _, m := range sc.metas {
-			if m.ID == keepID {
-				kept = append(kept, m)
-				budget--
-			}
-		}
-		for _, m := range sc.metas {
-			switch {
-			case m.ID == keepID:
-			case budget > 0:
-				kept = append(kept, m)
-				budget--
-			default:
-				drop = append(drop, m)
-			}
-		}
+		kept, drop = retention(sc.metas, keepID, s.retain)
 		for i := len(drop) - 1; i >= 0; i-- { // oldest first
 			if err := ctx.Err(); err != nil {
 				return err
@@ -245,14 +225,56 @@ func (s *Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keepID
 	return s.gcPool(tp, refs, now, dryRun, rep)
 }
 
+// retention splits metas (newest first) into the snapshots to keep and to
+// drop (both newest first), keeping the retain newest and always keepID.
+//
+// Snapshots of another topic incarnation or cluster (CheckSource) than the
+// reference snapshot (keepID, the one just published, or else the most
+// recently created one) get a budget of their own: otherwise, after a
+// topic is re-created or the cluster fails over, the old source's
+// snapshots, whose offsets are higher, would take the budget and every new
+// snapshot would drop the previous one, leaving the current source a
+// single snapshot until its offsets pass the old ones. The kept set is a
+// superset of what a single budget keeps: the old source's retain newest
+// snapshots stay until removed by hand (they are the right ones if it is
+// this process that is pointed at the wrong topic or cluster).
+func retention(metas []Meta, keepID string, retain int) (kept, drop []Meta) {
+	var ref *Meta // defines the current source
+	for i := range metas {
+		m := &metas[i]
+		switch {
+		case keepID != "":
+			if m.ID == keepID {
+				ref = m
+			}
+		case ref == nil || m.CreatedAt.After(ref.CreatedAt):
+			ref = m
+		}
+	}
+	budget := map[bool]int{true: retain, false: retain}
+	if keepID != "" && ref != nil {
+		budget[true]-- // ref is keepID, kept whatever its rank
+	}
+	for _, m := range metas {
+		same := ref == nil || CheckSource("", m.Source(), ref.Source()) == nil
+		switch {
+		case keepID != "" && m.ID == keepID:
+			kept = append(kept, m)
+		case budget[same] > 0:
+			kept = append(kept, m)
+			budget[same]--
+		default:
+			drop = append(drop, m)
+		}
+	}
+	return kept, drop
+}
+
 // gcPool removes the files of tp's pool that are not in refs and older than
 // the grace period, and old temporary files.
 func (s *Store) gcPool(tp TopicPartition, refs map[string]bool, now time.Time, dryRun bool, rep *GCReport) error {
 	dir := s.poolDir(tp)
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	ents, err := readDirIfExists(dir)
 	if err != nil {
 		return err
 	}

@@ -193,15 +193,13 @@ func flipByte(t testing.TB, path string, off int64) {
 
 func poolFiles(t testing.TB, s *Store, tp TopicPartition) []string {
 	t.Helper()
-	ents, err := os.ReadDir(s.poolDir(tp))
-	if err != nil && !os.IsNotExist(err) {
+	ents, err := readVisible(s.poolDir(tp))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, e.Name())
-		}
+		out = append(out, e.Name())
 	}
 	return out
 }

@@ -66,22 +66,35 @@ func listSource(dir string) ([]srcFile, error) {
 	return out, nil
 }
 
-// Publish atomically publishes the files of srcDir (a pebble checkpoint) as
-// a new snapshot of topic/partition whose state reflects every record below
-// offset. srcDir is only read; the caller deletes it afterwards. After a
-// successful publish, snapshots beyond the retention are removed and the
-// partition's pool is garbage-collected; failures there are logged, not
-// returned.
+// Publish is PublishFrom without a topic id or cluster id: the snapshot
+// records no identity, so RestoreFrom cannot tell it apart from a snapshot
+// of another topic incarnation or cluster.
 func (s *Store) Publish(ctx context.Context, topic string, partition int32, offset int64, srcDir string, job map[string]string) (Meta, PublishStats, error) {
+	return s.PublishFrom(ctx, Source{Topic: topic, Partition: partition}, offset, srcDir, job)
+}
+
+// PublishFrom atomically publishes the files of srcDir (a pebble
+// checkpoint) as a new snapshot of src.Topic/src.Partition whose state
+// reflects every record below offset, recording src.TopicID and
+// src.ClusterID in its metadata (see Source; an all-zero topic id is
+// recorded as unknown). srcDir is only read; the caller deletes it
+// afterwards. After a successful publish, snapshots beyond the retention
+// are removed and the partition's pool is garbage-collected; failures there
+// are logged, not returned.
+func (s *Store) PublishFrom(ctx context.Context, src Source, offset int64, srcDir string, job map[string]string) (Meta, PublishStats, error) {
 	start := time.Now()
-	tp := TopicPartition{Topic: topic, Partition: partition}
+	tp := TopicPartition{Topic: src.Topic, Partition: src.Partition}
 	if err := validateTP(tp); err != nil {
 		return Meta{}, PublishStats{}, err
+	}
+	src.TopicID, src.ClusterID = normID(src.TopicID), normID(src.ClusterID)
+	if err := validateSourceIDs(src.TopicID, src.ClusterID); err != nil {
+		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: %w", tp, err)
 	}
 	if offset < 0 {
 		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: negative offset %d", tp, offset)
 	}
-	src, err := listSource(srcDir)
+	files, err := listSource(srcDir)
 	if err != nil {
 		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: %w", tp, err)
 	}
@@ -90,13 +103,14 @@ func (s *Store) Publish(ctx context.Context, topic string, partition int32, offs
 	l.Lock()
 	defer l.Unlock()
 
-	m, st, err := s.publishLocked(ctx, tp, offset, src, job)
+	m, st, err := s.publishLocked(ctx, src, offset, files, job)
 	st.Duration = time.Since(start)
 	if err != nil {
 		return Meta{}, st, fmt.Errorf("checkpoint: publish %s at offset %d: %w", tp, offset, err)
 	}
 	s.log.Debug("checkpoint: snapshot published",
 		zap.String("partition", tp.String()), zap.String("snapshot", m.ID), zap.Int64("offset", offset),
+		zap.String("topic_id", m.TopicID), zap.String("cluster_id", m.ClusterID),
 		zap.String("mode", string(m.Mode)), zap.Int("files", st.Files), zap.Int("files_copied", st.FilesCopied),
 		zap.Int64("bytes_written", st.BytesWritten), zap.Int64("total_bytes", st.TotalBytes),
 		zap.Int64("bytes_hashed", st.BytesHashed), zap.Duration("duration", st.Duration))
@@ -124,13 +138,13 @@ func (s *Store) loadPool(tp TopicPartition) (*poolState, error) {
 	if err := ensureDir(ps.dir); err != nil {
 		return nil, err
 	}
-	ents, err := os.ReadDir(ps.dir)
+	ents, err := readVisible(ps.dir)
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, ".") || !e.Type().IsRegular() {
+		if !e.Type().IsRegular() {
 			continue
 		}
 		ps.names[n] = true
@@ -148,7 +162,8 @@ func (s *Store) loadPool(tp TopicPartition) (*poolState, error) {
 	return ps, nil
 }
 
-func (s *Store) publishLocked(ctx context.Context, tp TopicPartition, offset int64, src []srcFile, job map[string]string) (m Meta, st PublishStats, err error) {
+func (s *Store) publishLocked(ctx context.Context, from Source, offset int64, src []srcFile, job map[string]string) (m Meta, st PublishStats, err error) {
+	tp := TopicPartition{Topic: from.Topic, Partition: from.Partition}
 	created := time.Now().UTC()
 	id := newSnapshotID(offset, created)
 	pdir := s.partDir(tp)
@@ -227,6 +242,8 @@ func (s *Store) publishLocked(ctx context.Context, tp TopicPartition, offset int
 		ID:        id,
 		Topic:     tp.Topic,
 		Partition: tp.Partition,
+		TopicID:   from.TopicID,
+		ClusterID: from.ClusterID,
 		Offset:    offset,
 		Mode:      s.mode,
 		CreatedAt: created,

@@ -58,10 +58,7 @@ type partScan struct {
 func (s *Store) scanPartition(tp TopicPartition) (partScan, error) {
 	var sc partScan
 	dir := s.partDir(tp)
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return sc, nil
-	}
+	ents, err := readDirIfExists(dir)
 	if err != nil {
 		return sc, fmt.Errorf("checkpoint: list %s: %w", tp, err)
 	}
@@ -154,19 +151,37 @@ func (s *Store) List(topic string, partition int32) ([]Meta, error) {
 	return sc.metas, nil
 }
 
-// Restore materialises into dstDir the newest snapshot of topic/partition
-// with Offset <= maxOffset whose files all exist and verify. dstDir must
-// not exist (it is then created atomically: files go to a .tmp-restore-
-// sibling that is renamed into place) or be an empty directory. Every file
-// is copied with its size and CRC32C verified in the same pass. A torn
-// snapshot (no valid metadata) or one with a missing or corrupt file is
-// skipped with a warning naming the snapshot and the file, and the next
-// older one is tried. ErrNoSnapshot (errors.Is) means none is usable.
+// Restore is RestoreFrom without an expected identity: the newest verified
+// snapshot of topic/partition with Offset <= maxOffset, whatever topic
+// incarnation or cluster it was taken from.
 func (s *Store) Restore(ctx context.Context, topic string, partition int32, maxOffset int64, dstDir string) (Meta, error) {
-	tp := TopicPartition{Topic: topic, Partition: partition}
+	return s.RestoreFrom(ctx, Want{Topic: topic, Partition: partition, MaxOffset: maxOffset}, dstDir)
+}
+
+// RestoreFrom materialises into dstDir the newest snapshot of
+// w.Topic/w.Partition with Offset <= w.MaxOffset whose identity matches w
+// and whose files all exist and verify. dstDir must not exist (it is then
+// created atomically: files go to a .tmp-restore- sibling that is renamed
+// into place) or be an empty directory. Every file is copied with its size
+// and CRC32C verified in the same pass.
+//
+// A snapshot that recorded a topic id or cluster id other than a non-empty
+// w.TopicID or w.ClusterID was taken from another incarnation of the topic
+// or another cluster: it is skipped with a warning naming the snapshot, its
+// ids and the expected ones, and the next older one is tried. A snapshot
+// without ids (written before they were recorded) is usable; restoring one
+// while ids are expected is logged at info level. A torn snapshot (no valid
+// metadata) or one with a missing or corrupt file is skipped with a warning
+// naming the snapshot and the file. ErrNoSnapshot (errors.Is) means none is
+// usable; if snapshots were skipped as foreign, the error also matches
+// ErrForeignSource, so that a caller can refuse to start empty in that case.
+func (s *Store) RestoreFrom(ctx context.Context, w Want, dstDir string) (Meta, error) {
+	tp := TopicPartition{Topic: w.Topic, Partition: w.Partition}
 	if err := validateTP(tp); err != nil {
 		return Meta{}, err
 	}
+	maxOffset := w.MaxOffset
+	want := w.source()
 	l := s.partLock(tp)
 	l.Lock()
 	defer l.Unlock()
@@ -180,6 +195,7 @@ func (s *Store) Restore(ctx context.Context, topic string, partition int32, maxO
 			zap.String("partition", tp.String()), zap.String("snapshot", t.name), zap.String("file", metaFile), zap.Error(t.err))
 	}
 	var cands []Meta
+	foreign := 0
 	for _, m := range sc.metas {
 		if m.Offset > maxOffset {
 			s.log.Warn("checkpoint: skipping snapshot ahead of the committed offset",
@@ -187,9 +203,21 @@ func (s *Store) Restore(ctx context.Context, topic string, partition int32, maxO
 				zap.Int64("offset", m.Offset), zap.Int64("max_offset", maxOffset))
 			continue
 		}
+		if err := CheckSource("snapshot "+m.ID, m.Source(), want); err != nil {
+			foreign++
+			s.log.Warn("checkpoint: skipping snapshot of another topic incarnation or cluster",
+				zap.String("partition", tp.String()), zap.String("snapshot", m.ID), zap.Int64("offset", m.Offset),
+				zap.String("topic_id", m.TopicID), zap.String("cluster_id", m.ClusterID),
+				zap.String("expected_topic_id", want.TopicID), zap.String("expected_cluster_id", want.ClusterID))
+			continue
+		}
 		cands = append(cands, m)
 	}
 	if len(cands) == 0 {
+		if foreign > 0 {
+			return Meta{}, fmt.Errorf("%w: %s: no snapshot with offset <= %d of topic id %q cluster id %q (%d published, %d torn, %d skipped: %w)",
+				ErrNoSnapshot, tp, maxOffset, want.TopicID, want.ClusterID, len(sc.metas), len(sc.torn), foreign, ErrForeignSource)
+		}
 		return Meta{}, fmt.Errorf("%w: %s: no snapshot with offset <= %d (%d published, %d torn)",
 			ErrNoSnapshot, tp, maxOffset, len(sc.metas), len(sc.torn))
 	}
@@ -206,6 +234,12 @@ func (s *Store) Restore(ctx context.Context, topic string, partition int32, maxO
 				return Meta{}, fmt.Errorf("checkpoint: restore %s: %w", tp, err)
 			}
 			s.seedCache(tp, m, dst.final)
+			if unchecked := uncheckedIDs(m.Source(), want); len(unchecked) > 0 {
+				s.log.Info("checkpoint: restored snapshot records no "+strings.Join(unchecked, " or ")+" (written before ids were recorded, or by a publisher that did not know them): cannot check that it comes from this topic incarnation and cluster",
+					zap.String("partition", tp.String()), zap.String("snapshot", m.ID), zap.Int64("offset", m.Offset),
+					zap.String("topic_id", m.TopicID), zap.String("cluster_id", m.ClusterID),
+					zap.String("expected_topic_id", want.TopicID), zap.String("expected_cluster_id", want.ClusterID))
+			}
 			s.log.Debug("checkpoint: snapshot restored", zap.String("partition", tp.String()),
 				zap.String("snapshot", m.ID), zap.Int64("offset", m.Offset), zap.Int64("bytes", m.Bytes()))
 			return m, nil
@@ -231,6 +265,10 @@ func (s *Store) Restore(ctx context.Context, topic string, partition int32, maxO
 		}
 	}
 	dst.abort()
+	if foreign > 0 {
+		return Meta{}, fmt.Errorf("%w: %s: all %d matching snapshots with offset <= %d have missing or corrupt files (%d skipped: %w)",
+			ErrNoSnapshot, tp, len(cands), maxOffset, foreign, ErrForeignSource)
+	}
 	return Meta{}, fmt.Errorf("%w: %s: all %d snapshots with offset <= %d have missing or corrupt files",
 		ErrNoSnapshot, tp, len(cands), maxOffset)
 }

@@ -21,6 +21,8 @@ import (
 type SavepointPart struct {
 	Topic     string
 	Partition int32
+	TopicID   string // Kafka topic id (see Source); empty = unknown
+	ClusterID string // Kafka cluster id; empty = unknown
 	Offset    int64
 	SrcDir    string
 }
@@ -29,9 +31,11 @@ type SavepointPart struct {
 type SavepointPartition struct {
 	Topic     string     `json:"topic"`
 	Partition int32      `json:"partition"`
-	Offset    int64      `json:"offset"` // next offset to process
-	Dir       string     `json:"dir"`    // sub-directory of the savepoint holding the files: "<topic>-<partition>"
-	Files     []FileInfo `json:"files"`  // never pool references
+	TopicID   string     `json:"topic_id,omitempty"`   // Kafka topic id of the incarnation the state was read from; empty = unknown
+	ClusterID string     `json:"cluster_id,omitempty"` // Kafka cluster id; empty = unknown
+	Offset    int64      `json:"offset"`               // next offset to process
+	Dir       string     `json:"dir"`                  // sub-directory of the savepoint holding the files: "<topic>-<partition>"
+	Files     []FileInfo `json:"files"`                // never pool references
 }
 
 // Bytes returns the total size of the partition's files.
@@ -137,6 +141,10 @@ func (s *Store) Savepoint(ctx context.Context, name string, parts []SavepointPar
 		if i > 0 && parts[i-1].Topic == p.Topic && parts[i-1].Partition == p.Partition {
 			return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: %s listed twice", name, tp)
 		}
+		parts[i].TopicID, parts[i].ClusterID = normID(p.TopicID), normID(p.ClusterID)
+		if err := validateSourceIDs(parts[i].TopicID, parts[i].ClusterID); err != nil {
+			return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: %s: %w", name, tp, err)
+		}
 	}
 
 	s.spMu.Lock()
@@ -189,7 +197,8 @@ func (s *Store) savepointLocked(ctx context.Context, name string, created time.T
 		if err := os.Mkdir(sub, dirPerm); err != nil {
 			return SavepointMeta{}, err
 		}
-		part := SavepointPartition{Topic: p.Topic, Partition: p.Partition, Offset: p.Offset, Dir: tp.String()}
+		part := SavepointPartition{Topic: p.Topic, Partition: p.Partition, TopicID: p.TopicID, ClusterID: p.ClusterID,
+			Offset: p.Offset, Dir: tp.String()}
 		for _, f := range src {
 			if err := ctx.Err(); err != nil {
 				return SavepointMeta{}, err
@@ -276,6 +285,9 @@ func validateSavepoint(sp SavepointMeta) error {
 			return fmt.Errorf("%w: savepoint %s: %s listed twice", ErrCorrupt, sp.Name, tp)
 		}
 		seen[tp] = true
+		if err := validateSourceIDs(p.TopicID, p.ClusterID); err != nil {
+			return fmt.Errorf("%w: savepoint %s: %s: %w", ErrCorrupt, sp.Name, tp, err)
+		}
 		if p.Offset < 0 || p.Dir != tp.String() || len(p.Files) == 0 {
 			return fmt.Errorf("%w: savepoint %s: %s: invalid entry (offset %d, dir %q, %d files)", ErrCorrupt, sp.Name, tp, p.Offset, p.Dir, len(p.Files))
 		}
@@ -340,11 +352,27 @@ func LoadSavepoint(path string) (SavepointMeta, error) {
 	return sp, nil
 }
 
-// RestoreSavepointPartition materialises one partition of sp into dstDir
-// (missing or empty, as for Restore), verifying every file in the same
-// pass, and returns the partition's offset. There is no fallback: a
-// missing or corrupt file is an error matching ErrCorrupt.
+// RestoreSavepointPartition is RestoreSavepointFrom without an expected
+// identity: the savepoint's partition is restored whatever topic
+// incarnation or cluster it was taken from.
 func RestoreSavepointPartition(ctx context.Context, sp SavepointMeta, topic string, partition int32, dstDir string) (offset int64, err error) {
+	return RestoreSavepointFrom(ctx, sp, Source{Topic: topic, Partition: partition}, dstDir, false)
+}
+
+// RestoreSavepointFrom materialises partition want.Topic/want.Partition of
+// sp into dstDir (missing or empty, as for Restore), verifying every file
+// in the same pass, and returns the partition's offset. There is no
+// fallback: a missing or corrupt file is an error matching ErrCorrupt.
+//
+// If the savepoint recorded a topic id or cluster id that differs from a
+// non-empty want.TopicID or want.ClusterID, it was taken from another
+// incarnation of the topic or another cluster and its offsets do not apply
+// to this log: the error is a *ForeignSourceError (errors.Is
+// ErrForeignSource) and nothing is written, unless allowForeign is set (a
+// deliberate migration of the state; the caller decides where to resume).
+// Ids missing on either side are not checked; see CheckSource.
+func RestoreSavepointFrom(ctx context.Context, sp SavepointMeta, want Source, dstDir string, allowForeign bool) (offset int64, err error) {
+	topic, partition := want.Topic, want.Partition
 	if sp.Dir == "" {
 		return 0, errors.New("checkpoint: savepoint has no directory (use LoadSavepoint or ListSavepoints)")
 	}
@@ -354,6 +382,11 @@ func RestoreSavepointPartition(ctx context.Context, sp SavepointMeta, topic stri
 	p, ok := sp.Partition(topic, partition)
 	if !ok {
 		return 0, fmt.Errorf("%w: savepoint %s has no partition %s-%d", ErrNotFound, sp.Name, topic, partition)
+	}
+	if !allowForeign {
+		if err := CheckSource("savepoint "+sp.Name, p.Source(), want); err != nil {
+			return 0, err
+		}
 	}
 	dst, err := prepareDst(dstDir)
 	if err != nil {
@@ -381,16 +414,13 @@ func RestoreSavepointPartition(ctx context.Context, sp SavepointMeta, topic stri
 // a directory with missing or invalid metadata is skipped with a warning.
 func (s *Store) ListSavepoints() ([]SavepointMeta, error) {
 	root := filepath.Join(s.dir, savepointsDir)
-	ents, err := os.ReadDir(root)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	ents, err := readVisible(root)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: list savepoints: %w", err)
 	}
 	var out []SavepointMeta
 	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+		if !e.IsDir() {
 			continue
 		}
 		sp, err := readSavepoint(filepath.Join(root, e.Name()))
