@@ -22,7 +22,8 @@ import (
 const checkpointsUsage = `consumer checkpoints: offline tools for a checkpoint directory (no broker needed).
 
 Usage:
-  consumer checkpoints list DIR                     snapshots and savepoints: id, partition, offset, mode, files, bytes, age
+  consumer checkpoints list DIR [--json]            snapshots and savepoints: id, partition, topic id, cluster id,
+                                                    offset, mode, files, bytes, age (ids shortened; --json: full)
   consumer checkpoints verify DIR                   check every file's size and CRC32C; exit 1 on any failure
   consumer checkpoints inspect DIR --partition P --key ACCOUNT [--topic T] [--id ID]
                                                     read an account's aggregate from a snapshot (newest by default)
@@ -107,6 +108,8 @@ type listRow struct {
 	ID        string    `json:"id"`
 	Topic     string    `json:"topic"`
 	Partition int32     `json:"partition"`
+	TopicID   string    `json:"topic_id,omitempty"`
+	ClusterID string    `json:"cluster_id,omitempty"`
 	Offset    int64     `json:"offset"`
 	Mode      string    `json:"mode"`
 	Files     int       `json:"files"`
@@ -126,7 +129,8 @@ func collectRows(store *checkpoint.Store) ([]listRow, error) {
 			return nil, err
 		}
 		for _, m := range metas {
-			rows = append(rows, listRow{Kind: "snapshot", ID: m.ID, Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+			rows = append(rows, listRow{Kind: "snapshot", ID: m.ID, Topic: m.Topic, Partition: m.Partition,
+				TopicID: m.TopicID, ClusterID: m.ClusterID, Offset: m.Offset,
 				Mode: string(m.Mode), Files: len(m.Files), Bytes: m.Bytes(), CreatedAt: m.CreatedAt})
 		}
 	}
@@ -136,7 +140,8 @@ func collectRows(store *checkpoint.Store) ([]listRow, error) {
 	}
 	for _, sp := range sps {
 		for _, p := range sp.Partitions {
-			rows = append(rows, listRow{Kind: "savepoint", ID: sp.Name, Topic: p.Topic, Partition: p.Partition, Offset: p.Offset,
+			rows = append(rows, listRow{Kind: "savepoint", ID: sp.Name, Topic: p.Topic, Partition: p.Partition,
+				TopicID: p.TopicID, ClusterID: p.ClusterID, Offset: p.Offset,
 				Mode: "savepoint", Files: len(p.Files), Bytes: p.Bytes(), CreatedAt: sp.CreatedAt})
 		}
 	}
@@ -158,12 +163,25 @@ func listCheckpoints(store *checkpoint.Store, w io.Writer, asJSON bool) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tID\tTOPIC\tPARTITION\tOFFSET\tMODE\tFILES\tBYTES\tAGE")
+	fmt.Fprintln(tw, "KIND\tID\tTOPIC\tPARTITION\tTOPIC_ID\tCLUSTER_ID\tOFFSET\tMODE\tFILES\tBYTES\tAGE")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\n", r.Kind, r.ID, r.Topic, r.Partition, r.Offset, r.Mode, r.Files,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.Kind, r.ID, r.Topic, r.Partition,
+			shortID(r.TopicID), shortID(r.ClusterID), r.Offset, r.Mode, r.Files,
 			humanBytes(r.Bytes), time.Since(r.CreatedAt).Round(time.Second))
 	}
 	return tw.Flush()
+}
+
+// shortID abbreviates a topic or cluster id for a table: its first 8
+// characters ("-" when the snapshot predates recorded ids).
+func shortID(id string) string {
+	switch {
+	case id == "":
+		return "-"
+	case len(id) > 8:
+		return id[:8]
+	}
+	return id
 }
 
 func verifyCheckpoints(ctx context.Context, store *checkpoint.Store, stdout, stderr io.Writer) int {
@@ -221,12 +239,12 @@ func inspectCheckpoint(ctx context.Context, store *checkpoint.Store, topic strin
 	if len(metas) == 0 {
 		return fmt.Errorf("no snapshot of %s/%d in %s", topic, p, store.Dir())
 	}
-	maxOffset := metas[0].Offset
+	chosen := metas[0]
 	if id != "" {
 		found := false
 		for _, m := range metas {
 			if m.ID == id {
-				maxOffset, found = m.Offset, true
+				chosen, found = m, true
 			}
 		}
 		if !found {
@@ -239,7 +257,10 @@ func inspectCheckpoint(ctx context.Context, store *checkpoint.Store, topic strin
 	}
 	defer os.RemoveAll(tmp)
 	dst := filepath.Join(tmp, "store")
-	m, err := store.Restore(ctx, topic, p, maxOffset, dst)
+	// The chosen snapshot's ids: if it does not verify, the fallback stays
+	// within the same topic incarnation and cluster.
+	m, err := store.RestoreFrom(ctx, checkpoint.Want{Topic: topic, Partition: p, TopicID: chosen.TopicID,
+		ClusterID: chosen.ClusterID, MaxOffset: chosen.Offset}, dst)
 	if err != nil {
 		return err
 	}
@@ -255,7 +276,8 @@ func inspectCheckpoint(ctx context.Context, store *checkpoint.Store, topic strin
 	if err != nil {
 		return err
 	}
-	out := map[string]any{"snapshot": m.ID, "topic": topic, "partition": p, "offset": m.Offset, "account_id": key, "found": ok}
+	out := map[string]any{"snapshot": m.ID, "topic": topic, "partition": p, "topic_id": m.TopicID, "cluster_id": m.ClusterID,
+		"offset": m.Offset, "account_id": key, "found": ok}
 	if ok {
 		var a pipeline.AccountState
 		if err := a.Decode(v); err != nil {
