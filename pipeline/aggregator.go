@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,13 +18,57 @@ import (
 )
 
 // AggregatorName is the built-in operator's name and state version.
-const AggregatorName = "txstream.aggregator/v1"
+//
+// v2 (from v1): the state has a watermark (watermarkKey) and a time index of
+// the dedup entries (x/ keys), dedup entries expire against the watermark
+// and are removed (Expire), and records more than the dedup window behind
+// the watermark are dead-lettered (ReasonLateRecord). A v1 snapshot has
+// neither the watermark nor the index (its dedup entries could never be
+// removed) and v1 decided late records differently, so v1 state is not
+// compatible.
+const AggregatorName = "txstream.aggregator/v2"
+
+// ReasonLateRecord is the dead-letter reason of a record whose time is more
+// than the dedup window behind its partition's watermark: no dedup entry
+// can be kept for it (it would already be expired), so the aggregator can
+// neither tell whether it repeats an earlier transaction nor protect against
+// a later repeat of it, and it does not count it.
+const ReasonLateRecord = "late_record"
 
 // Aggregator is the built-in operator: it parses CSV transactions, drops
 // exact duplicates within a record-time window, sends conflicting duplicates
 // and invalid rows to the dead-letter topic, keeps per-account count, total,
 // min, max and first/last time, and emits one JSON record per accepted
 // transaction with the account's running aggregate.
+//
+// # Dedup and its expiry
+//
+// Each input partition's state has a watermark W: the largest value of
+// min(record time, Kafka timestamp) over the partition's parsed records so
+// far, W included the current record (stored under watermarkKey, so it is
+// part of the deterministic state and of snapshots). The Kafka timestamp
+// (producer or broker clock) caps it so that one row with a far-future time
+// (a typo, Unix seconds read as year 5000) cannot push W ahead and expire
+// every live entry at once; in the usual case the record time is behind
+// the Kafka timestamp and W is simply the newest record time.
+//
+// A dedup entry (transaction id, record time seen, content hash) is live
+// while seen >= W - window. A record whose transaction id has a live entry
+// with |t - seen| <= window is a duplicate (same content: skipped) or a
+// conflicting duplicate (dead letter); any other entry for the id is
+// ignored (the id is reused by a new transaction) and overwritten. Using W
+// before or after the current record gives the same decisions: a record
+// that raises W to W' has t >= W', and |t - seen| <= window already implies
+// seen >= W' - window.
+//
+// W never decreases, so an entry that is not live never becomes live again:
+// removing it (Expire, between epochs, at any cadence and with any budget)
+// changes no decision and no output. A record whose own time t is below
+// W - window ("late") would get an entry that is expired on arrival: it is
+// dead-lettered with ReasonLateRecord instead of counted, because its
+// repeats could not be detected (a producer that republishes a file older
+// than the window would otherwise be counted twice). --dedup-window is
+// therefore also the allowed lateness.
 type Aggregator struct {
 	schema       *txcsv.Schema // for records without a columns header
 	dedupWindow  time.Duration
@@ -31,7 +76,7 @@ type Aggregator struct {
 	schemas      map[string]*txcsv.Schema // header value -> schema, bounded
 	hashOrder    map[*txcsv.Schema][]int  // column positions in name order, for contentHash
 
-	keyBuf, dkBuf []byte
+	keyBuf, dkBuf, ixBuf []byte
 }
 
 // AggregatorConfig configures the built-in operator.
@@ -80,11 +125,84 @@ func AccountKey(dst []byte, account string) []byte {
 	return append(dst, account...)
 }
 
+// dedupKey is the state key of a transaction id's dedup entry; its value
+// is the record time seen (Unix ns, big-endian int64) and the content hash
+// (big-endian uint64).
 func dedupKey(dst []byte, account, txid string) []byte {
 	dst = append(dst[:0], 'd', '/')
 	dst = append(dst, account...)
 	dst = append(dst, 0)
 	return append(dst, txid...)
+}
+
+// watermarkKey holds the partition's watermark W (Unix ns, big-endian
+// int64); absent before the first parsed record.
+var watermarkKey = []byte("m/watermark")
+
+// indexPrefix starts the time index of dedup entries: x/<seen><dedup key>
+// with an empty value, seen as 8 bytes that sort in time order
+// (orderedNanos), so that Expire finds expired entries by a range scan.
+const indexPrefix = "x/"
+
+func indexKey(dst []byte, seen int64, dk []byte) []byte {
+	dst = append(dst[:0], indexPrefix...)
+	dst = binary.BigEndian.AppendUint64(dst, orderedNanos(seen))
+	return append(dst, dk...)
+}
+
+// orderedNanos maps Unix ns to a uint64 whose big-endian bytes sort like the
+// signed times (times before 1970 are negative).
+func orderedNanos(ns int64) uint64 { return uint64(ns) ^ (1 << 63) }
+
+var (
+	minNanoTime = time.Unix(0, math.MinInt64)
+	maxNanoTime = time.Unix(0, math.MaxInt64)
+)
+
+// unixNanos is t in Unix ns, saturated at the int64 range (years 1677 to
+// 2262) instead of wrapping around as time.Time.UnixNano does.
+func unixNanos(t time.Time) int64 {
+	switch {
+	case t.Before(minNanoTime):
+		return math.MinInt64
+	case t.After(maxNanoTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// liveFrom is the oldest time seen of a live dedup entry under watermark w:
+// w - window, saturated.
+func liveFrom(w int64, window time.Duration) int64 {
+	if w < math.MinInt64+int64(window) {
+		return math.MinInt64
+	}
+	return w - int64(window)
+}
+
+// within reports |t - seen| <= window without overflowing.
+func within(t, seen int64, window time.Duration) bool {
+	var d uint64
+	if t >= seen {
+		d = uint64(t) - uint64(seen)
+	} else {
+		d = uint64(seen) - uint64(t)
+	}
+	return d <= uint64(window)
+}
+
+// watermark reads W from st; math.MinInt64 before the first record.
+func watermark(st interface {
+	Get([]byte) ([]byte, bool, error)
+}) (int64, error) {
+	v, ok, err := st.Get(watermarkKey)
+	if err != nil || !ok {
+		return math.MinInt64, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("aggregator watermark has %d bytes, want 8", len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
 }
 
 // Process implements Operator.
@@ -114,29 +232,51 @@ func (a *Aggregator) Process(rec *Record, st State, out Emitter) error {
 	if row.HasTime {
 		recTime = row.Time
 	}
+	t := unixNanos(recTime)
 	account := row.Key()
 	h := contentHash(a.order(schema), schema, &row)
 
+	// The watermark includes this record (see Aggregator).
+	w, err := watermark(st)
+	if err != nil {
+		return err
+	}
+	if c := min(t, unixNanos(rec.Timestamp)); c > w {
+		w = c
+		if err := st.Set(watermarkKey, binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(w))); err != nil {
+			return err
+		}
+	}
+	live := liveFrom(w, a.dedupWindow)
+
 	a.dkBuf = dedupKey(a.dkBuf, account, row.TransactionID)
+	replaces := false // an entry for the id exists: the new one replaces it
+	var seen int64
 	if v, ok, err := st.Get(a.dkBuf); err != nil {
 		return err
 	} else if ok && len(v) == 16 {
-		seen := time.Unix(0, int64(binary.BigEndian.Uint64(v[:8])))
-		if absDur(recTime.Sub(seen)) <= a.dedupWindow {
+		replaces, seen = true, int64(binary.BigEndian.Uint64(v[:8]))
+		if seen >= live && within(t, seen, a.dedupWindow) {
 			if binary.BigEndian.Uint64(v[8:]) == h {
 				out.Skipped("duplicate")
 				return nil
 			}
 			out.DeadLetter(string(txcsv.ReasonConflictingDuplicate),
-				fmt.Sprintf("transaction_id %q was seen at %s with different content", row.TransactionID, seen.UTC().Format(time.RFC3339Nano)))
+				fmt.Sprintf("transaction_id %q was seen at %s with different content", row.TransactionID, time.Unix(0, seen).UTC().Format(time.RFC3339Nano)))
 			return nil
 		}
-		// Older than the window: a new transaction that reuses the id.
+		// Expired, or more than the window away from this record: a new
+		// transaction that reuses the id.
 	}
 
 	var amt apd.Decimal
 	if _, _, err := amt.SetString(row.Amount); err != nil {
 		out.DeadLetter(string(txcsv.ReasonInvalidAmount), err.Error())
+		return nil
+	}
+	if t < live {
+		out.DeadLetter(ReasonLateRecord, fmt.Sprintf("record time %s is more than the dedup window (%s) behind the partition's watermark %s",
+			recTime.UTC().Format(time.RFC3339Nano), a.dedupWindow, time.Unix(0, w).UTC().Format(time.RFC3339Nano)))
 		return nil
 	}
 	a.keyBuf = AccountKey(a.keyBuf, account)
@@ -179,10 +319,24 @@ func (a *Aggregator) Process(rec *Record, st State, out Emitter) error {
 	if err := st.Set(a.keyBuf, s.Encode(make([]byte, 0, 48))); err != nil {
 		return err
 	}
-	var dv [16]byte
-	binary.BigEndian.PutUint64(dv[:8], uint64(recTime.UnixNano()))
+	// The dedup entry and its index entry. The index holds exactly one
+	// entry per dedup entry, at its time seen: the index entry of an entry
+	// this one replaces (a reused id) goes with it, so Expire can delete
+	// the dedup entry of every index entry it reaches without reading it.
+	if replaces {
+		a.ixBuf = indexKey(a.ixBuf, seen, a.dkBuf)
+		if err := st.Delete(a.ixBuf); err != nil {
+			return err
+		}
+	}
+	dv := make([]byte, 16)
+	binary.BigEndian.PutUint64(dv[:8], uint64(t))
 	binary.BigEndian.PutUint64(dv[8:], h)
-	if err := st.Set(a.dkBuf, dv[:]); err != nil {
+	if err := st.Set(a.dkBuf, dv); err != nil {
+		return err
+	}
+	a.ixBuf = indexKey(a.ixBuf, t, a.dkBuf)
+	if err := st.Set(a.ixBuf, []byte{}); err != nil {
 		return err
 	}
 	out.Emit([]byte(account), appendOutput(make([]byte, 0, 256), rec, &row, account, &s))
@@ -237,13 +391,6 @@ func contentHash(order []int, s *txcsv.Schema, r *txcsv.Row) uint64 {
 		_, _ = f.Write([]byte{0})
 	}
 	return f.Sum64()
-}
-
-func absDur(d time.Duration) time.Duration {
-	if d < 0 {
-		return -d
-	}
-	return d
 }
 
 // Account state encodings. Format 2 stores decimals in binary (sign,

@@ -25,6 +25,11 @@ type Store struct {
 	// it only probes (dedup entries). Used only by the partition's
 	// processing goroutine; bounded by hotMax entries.
 	hot map[string][]byte
+	// expireCursor is where the next expiry scan starts (Expirer): every
+	// key below it in the expiring range has been deleted. Scanning from
+	// it keeps the scan off the tombstones of earlier expiries, which stay
+	// until compactions drop them. Nil: from the start.
+	expireCursor []byte
 }
 
 const hotMax = 200_000
