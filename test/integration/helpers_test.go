@@ -1,15 +1,24 @@
 // Package integration runs txstream's binaries as real processes against a
-// development broker (cmd/devbroker, franz-go's kfake) in another process,
-// so that crashes (SIGKILL) and restarts are real.
+// broker in another process, so that crashes (SIGKILL) and restarts are
+// real. The broker is Apache Kafka (test/kafkatest: one KRaft node from the
+// jars test/kafka/kafka.sh fetches with Maven) or the development broker
+// (cmd/devbroker, franz-go's kfake):
+//
+//	TXSTREAM_TEST_BROKER=kafka   real Kafka; the test fails if it cannot run here
+//	TXSTREAM_TEST_BROKER=kfake   devbroker
+//	(unset)                      real Kafka where Java and the jars (or Maven) are
+//	                             available, else devbroker, with one logged line why
 //
 // Shared helpers (this file):
 //
 //	bins := buildBinaries(t)           // go build, once per test binary
 //	path := bins.Path("producer")      // builds ./cmd/producer on first use
-//	b := startBroker(t, dataDir)        // devbroker on 127.0.0.1:0; dataDir "" = in memory
+//	b := startBroker(t, dataDir)        // broker on 127.0.0.1, free port; dataDir "" = in memory (devbroker) / temporary (Kafka)
 //	b.Addr                              // host:port
+//	b.Kind                              // "kafka" or "kfake"
 //	b.Kill(); b.Restart()               // SIGKILL, then start again on the same address and data dir
 //	b.Stop()                            // SIGTERM (clean shutdown) and wait
+//	startDevbroker(t, dataDir, args...) // always devbroker (for devbroker-only flags)
 //
 // Tests here are skipped with -short.
 package integration
@@ -22,11 +31,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/txstream/txstream/test/kafkatest"
 )
 
 var (
@@ -96,30 +108,149 @@ func (b *Binaries) Path(name string) string {
 // RepoPath returns a path inside the repository (e.g. "testdata/transactions.csv").
 func (b *Binaries) RepoPath(rel string) string { return filepath.Join(repoRoot, rel) }
 
-// Broker is a devbroker process.
+// Broker kinds (TXSTREAM_TEST_BROKER).
+const (
+	brokerKafka = "kafka" // Apache Kafka, test/kafkatest
+	brokerKfake = "kfake" // cmd/devbroker
+)
+
+var (
+	kindOnce   sync.Once
+	kindChosen string
+	kindErr    string // TXSTREAM_TEST_BROKER=kafka but Kafka cannot run
+	kindWhy    string // why the default is kfake
+	kindLogged sync.Once
+)
+
+// testBrokerKind is the broker kind of this test binary, chosen once.
+func testBrokerKind(t testing.TB) string {
+	t.Helper()
+	kindOnce.Do(func() {
+		switch env := os.Getenv("TXSTREAM_TEST_BROKER"); env {
+		case brokerKfake:
+			kindChosen = brokerKfake
+		case brokerKafka:
+			kindChosen = brokerKafka
+			if ok, why := kafkatest.Available(); !ok {
+				kindErr = "TXSTREAM_TEST_BROKER=kafka, but real Kafka cannot run here: " + why
+			}
+		case "":
+			if ok, why := kafkatest.Available(); ok {
+				kindChosen = brokerKafka
+			} else {
+				kindChosen, kindWhy = brokerKfake, why
+			}
+		default:
+			kindErr = fmt.Sprintf("TXSTREAM_TEST_BROKER=%q: want %q or %q", env, brokerKafka, brokerKfake)
+		}
+	})
+	if kindErr != "" {
+		t.Fatal(kindErr)
+	}
+	if kindWhy != "" {
+		kindLogged.Do(func() {
+			t.Logf("integration tests use devbroker (kfake), not real Kafka: %s (TXSTREAM_TEST_BROKER=kafka|kfake chooses)", kindWhy)
+		})
+	}
+	return kindChosen
+}
+
+// Broker is a broker process: Apache Kafka or devbroker (Kind).
 type Broker struct {
 	t       testing.TB
+	Kind    string // brokerKafka or brokerKfake
 	bin     string
-	DataDir string // "" = in memory
+	DataDir string // devbroker: "" = in memory; Kafka: its directory (data, config, server.log)
 	Addr    string // host:port, the same across restarts
 	extra   []string
 	logPath string
+
+	kafka *kafkatest.Broker
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the current process has exited
 }
 
-// startBroker starts a devbroker on 127.0.0.1 with a free port and waits
-// until it listens. dataDir "" keeps everything in memory; otherwise topics,
-// offsets and transactions persist there across Kill/Restart. extraArgs go
-// to devbroker as they are (e.g. "--partitions", "1"). The broker is killed
-// when the test ends.
+// Devbroker flags that only devbroker understands: a broker started with
+// them is a devbroker whatever the chosen kind (its TLS and SASL listener
+// is devbroker's; real Kafka would need keystores and JAAS set up).
+var kfakeOnlyFlags = map[string]bool{
+	"--tls-cert": true, "--tls-key": true, "--sasl-users-file": true, "--advertise": true, "--sync": true,
+}
+
+// startBroker starts the chosen kind of broker (testBrokerKind) on
+// 127.0.0.1 with a free port and waits until it serves. extraArgs are
+// devbroker flags; for Kafka, --topics (created at start) and --partitions
+// (of those and of auto-created topics; devbroker's default, 3, otherwise)
+// carry over, --log-level is ignored, and any kfakeOnlyFlags keep this
+// broker on devbroker.
+//
+// dataDir: devbroker keeps everything in memory for "", otherwise topics,
+// offsets and transactions persist there across Kill/Restart. Kafka always
+// persists, in dataDir or a temporary directory. The broker is killed when
+// the test ends.
 func startBroker(t testing.TB, dataDir string, extraArgs ...string) *Broker {
+	t.Helper()
+	buildBinaries(t) // skips with -short
+	if testBrokerKind(t) == brokerKafka {
+		for _, a := range extraArgs {
+			if kfakeOnlyFlags[a] {
+				t.Logf("broker: devbroker, not Kafka: %s is a devbroker-only flag", a)
+				return startDevbroker(t, dataDir, extraArgs...)
+			}
+		}
+		return startKafka(t, dataDir, extraArgs...)
+	}
+	return startDevbroker(t, dataDir, extraArgs...)
+}
+
+// startKafka starts Apache Kafka; extraArgs are devbroker flags, see
+// startBroker.
+func startKafka(t testing.TB, dataDir string, extraArgs ...string) *Broker {
+	t.Helper()
+	opts := kafkatest.Options{Dir: dataDir, Partitions: 3}
+	for i := 0; i < len(extraArgs); i++ {
+		flag, val := extraArgs[i], ""
+		if k, v, ok := strings.Cut(flag, "="); ok {
+			flag, val = k, v
+		} else if i+1 < len(extraArgs) {
+			val = extraArgs[i+1]
+			i++
+		}
+		switch flag {
+		case "--topics":
+			for _, tp := range strings.Split(val, ",") {
+				if tp = strings.TrimSpace(tp); tp != "" {
+					opts.Topics = append(opts.Topics, tp)
+				}
+			}
+		case "--partitions":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 {
+				t.Fatalf("startBroker: --partitions %q", val)
+			}
+			opts.Partitions = n
+		case "--log-level":
+		default:
+			t.Fatalf("startBroker: devbroker flag %s has no Kafka equivalent here; add it to startKafka or kfakeOnlyFlags", flag)
+		}
+	}
+	if opts.Dir == "" {
+		opts.Dir = filepath.Join(t.TempDir(), "kafka")
+	}
+	k := kafkatest.Start(t, opts)
+	return &Broker{t: t, Kind: brokerKafka, DataDir: k.Dir, Addr: k.Addr, kafka: k, logPath: filepath.Join(k.Dir, "server.log")}
+}
+
+// startDevbroker starts a devbroker (kfake) whatever TXSTREAM_TEST_BROKER
+// says: for tests of devbroker itself or of its devbroker-only flags.
+// extraArgs go to devbroker as they are (e.g. "--partitions", "1").
+func startDevbroker(t testing.TB, dataDir string, extraArgs ...string) *Broker {
 	t.Helper()
 	bins := buildBinaries(t)
 	b := &Broker{
-		t: t, bin: bins.Path("devbroker"), DataDir: dataDir, extra: extraArgs,
+		t: t, Kind: brokerKfake, bin: bins.Path("devbroker"), DataDir: dataDir, extra: extraArgs,
 		logPath: filepath.Join(t.TempDir(), "devbroker.log"),
 	}
 	b.start("127.0.0.1:0")
@@ -206,24 +337,45 @@ func (b *Broker) signal(sig syscall.Signal, timeout time.Duration) {
 }
 
 // Kill sends SIGKILL and waits for the process to be gone: a crash, no
-// clean shutdown. (Without devbroker --sync, written data is in the page
-// cache, which survives a process kill.)
-func (b *Broker) Kill() { b.signal(syscall.SIGKILL, 10*time.Second) }
+// clean shutdown. (Without devbroker --sync, and with Kafka's default of no
+// fsync per write, written data is in the page cache, which survives a
+// process kill.)
+func (b *Broker) Kill() {
+	if b.kafka != nil {
+		b.kafka.Kill()
+		return
+	}
+	b.signal(syscall.SIGKILL, 10*time.Second)
+}
 
 // Stop sends SIGTERM and waits for a clean shutdown.
-func (b *Broker) Stop() { b.signal(syscall.SIGTERM, 30*time.Second) }
+func (b *Broker) Stop() {
+	if b.kafka != nil {
+		b.kafka.Stop()
+		return
+	}
+	b.signal(syscall.SIGTERM, 30*time.Second)
+}
 
 // Restart starts the broker again with the same data directory on the same
 // address, so that clients configured with Addr reconnect. A running broker
-// is killed first.
+// is killed first. (Kafka after a kill takes a few seconds longer: the
+// controller must first expire the killed broker's registration.)
 func (b *Broker) Restart() {
 	b.t.Helper()
+	if b.kafka != nil {
+		b.kafka.Restart()
+		return
+	}
 	b.Kill()
 	b.start(b.Addr)
 }
 
 // Running reports whether the broker process is up.
 func (b *Broker) Running() bool {
+	if b.kafka != nil {
+		return b.kafka.Running()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cmd == nil {
