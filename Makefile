@@ -67,3 +67,22 @@ fmt:
 
 clean:
 	rm -rf $(BIN) .demo docs/bench-out
+
+# A real Apache Kafka broker (one KRaft node, broker and controller, on
+# 127.0.0.1) in .kafka/, from the jars test/kafka/kafka.sh fetches with
+# Maven into ~/.cache/txstream/kafka. Prints the bootstrap address; data
+# and server.log stay in .kafka/ across restarts (rm -rf .kafka for a new
+# cluster). KAFKA_VERSION=3.9.2 for the pre-KIP-890 transaction protocol
+# (a new .kafka/), KAFKA_PORT=9092 for a fixed port.
+KAFKA_DIR     ?= .kafka
+KAFKA_PORT    ?= 0
+KAFKA_VERSION ?=
+KAFKA_SH      := $(if $(KAFKA_VERSION),TXSTREAM_KAFKA_VERSION=$(KAFKA_VERSION) )test/kafka/kafka.sh
+
+.PHONY: kafka kafka-stop
+
+kafka:
+	@$(KAFKA_SH) start $(KAFKA_DIR) $(KAFKA_PORT)
+
+kafka-stop:
+	@$(KAFKA_SH) stop $(KAFKA_DIR)

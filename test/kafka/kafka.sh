@@ -10,6 +10,7 @@
 #                                    pid DIR/pid), wait until it serves, print 127.0.0.1:PORT.
 #                                    PORT 0 or omitted: the port of an earlier start in DIR,
 #                                    else a free one. key=value pairs override server.properties.
+#                                    A broker already running in DIR: prints its address.
 #   kafka.sh run DIR [PORT] [key=value ...]
 #                                    the same in the foreground (exec java; log to DIR/server.log)
 #   kafka.sh stop DIR [SECONDS]      SIGTERM, wait (default 30 s), then SIGKILL
@@ -240,7 +241,11 @@ start() {
   shift 2 || shift $#
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
-  if running "$dir"; then die "a broker is already running in $dir (pid $(cat "$dir/pid"))"; fi
+  if running "$dir"; then
+    echo "kafka.sh: a broker already runs in $dir (pid $(cat "$dir/pid"))" >&2
+    echo "127.0.0.1:$(cat "$dir/port")"
+    return 0
+  fi
   [ "$want" != 0 ] || [ -f "$dir/port" ] || auto=1
   local timeout="${TXSTREAM_KAFKA_START_TIMEOUT:-120}" attempt t0 off pid waited
   for attempt in 1 2 3; do
