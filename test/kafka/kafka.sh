@@ -54,6 +54,18 @@ fetch() {
     echo "$libs"
     return 0
   fi
+  # One fetch at a time (go test runs packages in parallel): wait for the
+  # other one, then use what it fetched.
+  mkdir -p "$cache_root"
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$cache_root/.fetch-$v.lock"
+    flock 9
+    if [ -f "$libs/.complete" ]; then
+      exec 9>&-
+      echo "$libs"
+      return 0
+    fi
+  fi
   command -v mvn >/dev/null 2>&1 || die "mvn not found: cannot fetch Kafka $v (install Maven, or fill $libs by hand)"
   command -v java >/dev/null 2>&1 || die "java not found"
   local profile=kafka4
@@ -78,6 +90,7 @@ fetch() {
   rm -rf "$libs"
   mkdir -p "$(dirname "$libs")"
   mv "$tmp" "$libs"
+  exec 9>&- # unlock (and keep the lock from a broker this script execs)
   echo "$libs"
 }
 
