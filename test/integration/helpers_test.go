@@ -148,9 +148,11 @@ func testBrokerKind(t testing.TB) string {
 		t.Fatal(kindErr)
 	}
 	if kindWhy != "" {
-		kindLogged.Do(func() {
+		first := false
+		kindLogged.Do(func() { first = true })
+		if first {
 			t.Logf("integration tests use devbroker (kfake), not real Kafka: %s (TXSTREAM_TEST_BROKER=kafka|kfake chooses)", kindWhy)
-		})
+		}
 	}
 	return kindChosen
 }
