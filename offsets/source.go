@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -76,6 +78,11 @@ type Source struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	// blocked is set when the group wants to rebalance while the loop
+	// holds it back (BlockRebalanceOnPoll): the loop should end its epoch
+	// soon and call AllowRebalance.
+	blocked atomic.Bool
 }
 
 // New joins nothing yet: the client joins the group on the first Poll.
@@ -90,9 +97,17 @@ func New(cfg Config) (*Source, error) {
 		kgo.ConsumeTopics(cfg.Topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Never reset silently: a position whose records are gone
+		// (retention, DeleteRecords) is an error the engine words. With
+		// no committed offset the client starts at the log start, and
+		// the engine skips what its recovered state already reflects.
+		kgo.ConsumeResetOffset(kgo.NoResetOffset().AtStart()),
 		kgo.DisableAutoCommit(),
-		kgo.WithLogger(kzap.New(cfg.Logger.Named("kafka"), kzap.Level(kgo.LogLevelWarn))),
+		// Group callbacks run only when the loop allows them, between
+		// epochs: a rebalance can never split an epoch or a poll.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { s.blocked.Store(true) }),
+		kgo.WithLogger(kzap.New(cfg.Logger.Named("kafka"), kzap.Level(clientLogLevel()))),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Assigned, m) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Revoked, m) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Lost, m) }),
@@ -135,6 +150,19 @@ func New(cfg Config) (*Source, error) {
 	return s, nil
 }
 
+// clientLogLevel is the Kafka client's log level: warnings, unless
+// TXSTREAM_KAFKA_LOG_LEVEL asks for info or debug (client internals, for
+// diagnosing group and transaction problems).
+func clientLogLevel() kgo.LogLevel {
+	switch os.Getenv("TXSTREAM_KAFKA_LOG_LEVEL") {
+	case "debug":
+		return kgo.LogLevelDebug
+	case "info":
+		return kgo.LogLevelInfo
+	}
+	return kgo.LogLevelWarn
+}
+
 func (s *Source) emit(kind EventKind, m map[string][]int32) {
 	ps := m[s.cfg.Topic]
 	if len(ps) == 0 {
@@ -161,16 +189,78 @@ func (s *Source) Session() *kgo.GroupTransactSession { return s.sess }
 func (s *Source) Topic() string { return s.cfg.Topic }
 
 // Poll returns up to max records (blocking until some arrive or ctx ends).
+// A non-empty poll holds group rebalances back until AllowRebalance.
 func (s *Source) Poll(ctx context.Context, max int) kgo.Fetches {
 	return s.cl.PollRecords(ctx, max)
+}
+
+// AllowRebalance lets a rebalance that waits for this member go ahead; its
+// callbacks (and so Events) run from now until the next non-empty Poll.
+// The loop calls it only when no epoch is open.
+func (s *Source) AllowRebalance() {
+	s.blocked.Store(false)
+	s.cl.AllowRebalance()
+}
+
+// RebalanceWaiting reports that the group wants to rebalance and waits for
+// this member to allow it.
+func (s *Source) RebalanceWaiting() bool { return s.blocked.Load() }
+
+// Seek moves the client's position of each given partition to the given
+// offset where it differs, and makes it the client's idea of the committed
+// offset too, so that a transaction commits exactly these positions. Only
+// partitions the client has polled from can be moved (franz-go's
+// SetOffsets); others start at the group's committed offset, or the log
+// start when there is none, which the engine skips up to its own position.
+func (s *Source) Seek(pos map[int32]int64) {
+	if len(pos) == 0 {
+		return
+	}
+	dirty := s.cl.UncommittedOffsets()[s.cfg.Topic]
+	committed := s.cl.CommittedOffsets()[s.cfg.Topic]
+	set := map[int32]kgo.EpochOffset{}
+	for p, off := range pos {
+		cur, ok := dirty[p]
+		if !ok {
+			cur, ok = committed[p]
+		}
+		if ok && cur.Offset == off {
+			continue
+		}
+		set[p] = kgo.EpochOffset{Epoch: -1, Offset: off}
+	}
+	if len(set) > 0 {
+		s.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{s.cfg.Topic: set})
+	}
+}
+
+// Dirty returns the client's positions (one past the last polled record)
+// of the partitions polled since their last commit.
+func (s *Source) Dirty() map[int32]int64 {
+	out := map[int32]int64{}
+	for p, eo := range s.cl.UncommittedOffsets()[s.cfg.Topic] {
+		out[p] = eo.Offset
+	}
+	return out
 }
 
 // Committed reads the group's committed offset for partition p with
 // require-stable semantics (KIP-447): while a transaction holding offsets
 // for p is open, the broker answers UNSTABLE_OFFSET_COMMIT and this retries
 // until the transaction ends. It returns -1 when the group has no offset.
+//
+// A transaction that never ends (its producer died) holds the offset
+// unstable until the broker aborts it after its transaction timeout; the
+// wait is logged every 10 s and bounded by that timeout plus a minute.
 func (s *Source) Committed(ctx context.Context, p int32) (int64, error) {
 	backoff := 50 * time.Millisecond
+	start := time.Now()
+	lastLog := start
+	limit := s.cfg.TransactionTimeout
+	if limit <= 0 {
+		limit = time.Minute
+	}
+	limit += time.Minute
 	for {
 		off, err := s.fetchCommitted(ctx, p)
 		if err == nil {
@@ -179,7 +269,17 @@ func (s *Source) Committed(ctx context.Context, p int32) (int64, error) {
 		if !errors.Is(err, kerr.UnstableOffsetCommit) && !kerr.IsRetriable(err) {
 			return 0, fmt.Errorf("reading committed offset of %s/%d for group %s: %w", s.cfg.Topic, p, s.cfg.Group, err)
 		}
-		s.log.Debug("committed offset not yet stable, retrying", zap.Int32("partition", p), zap.Error(err))
+		if waited := time.Since(start); waited > limit {
+			return 0, fmt.Errorf("reading committed offset of %s/%d for group %s: still %v after %v (an open transaction holds it; the broker aborts it after its transaction timeout): %w",
+				s.cfg.Topic, p, s.cfg.Group, err, waited.Round(time.Second), err)
+		}
+		if time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			s.log.Warn("waiting for the committed offset to become stable: a transaction of this partition's previous owner is still open",
+				zap.Int32("partition", p), zap.Duration("waited", time.Since(start).Round(time.Second)), zap.Error(err))
+		} else {
+			s.log.Debug("committed offset not yet stable, retrying", zap.Int32("partition", p), zap.Error(err))
+		}
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
@@ -244,6 +344,41 @@ func (s *Source) fetchCommitted(ctx context.Context, p int32) (int64, error) {
 		}
 	}
 	return -1, nil
+}
+
+// Identity names the input topic's incarnation and the cluster: the topic
+// id (a new one after the topic is deleted and re-created) and the cluster
+// id. Snapshots record both and are restored only into the same ones.
+// Brokers too old for topic ids answer an empty id.
+func (s *Source) Identity(ctx context.Context) (topicID, clusterID string, partitions int, err error) {
+	req := kmsg.NewPtrMetadataRequest()
+	t := kmsg.NewMetadataRequestTopic()
+	t.Topic = kmsg.StringPtr(s.cfg.Topic)
+	req.Topics = []kmsg.MetadataRequestTopic{t}
+	resp, err := req.RequestWith(ctx, s.cl)
+	if err != nil {
+		return "", "", 0, fmt.Errorf("describing topic %s: %w", s.cfg.Topic, err)
+	}
+	if resp.ClusterID != nil {
+		clusterID = *resp.ClusterID
+	}
+	for _, rt := range resp.Topics {
+		if rt.Topic == nil || *rt.Topic != s.cfg.Topic {
+			continue
+		}
+		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil {
+			return "", "", 0, fmt.Errorf("describing topic %s: %w", s.cfg.Topic, err)
+		}
+		if rt.TopicID != ([16]byte{}) {
+			topicID = formatUUID(rt.TopicID)
+		}
+		return topicID, clusterID, len(rt.Partitions), nil
+	}
+	return "", "", 0, fmt.Errorf("describing topic %s: not in the metadata answer", s.cfg.Topic)
+}
+
+func formatUUID(b [16]byte) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // Bounds returns the partition's log start offset and last stable offset
@@ -319,28 +454,6 @@ func (s *Source) CommitSync(ctx context.Context, offs map[int32]int64) error {
 	return cerr
 }
 
-// Positions returns the next offset to fetch for each partition, as of the
-// records polled so far (the offsets an epoch commit covers).
-func (s *Source) Positions() map[int32]int64 {
-	out := map[int32]int64{}
-	for p, eo := range s.cl.UncommittedOffsets()[s.cfg.Topic] {
-		out[p] = eo.Offset
-	}
-	return out
-}
-
-// Rewind moves the fetch positions of partitions back to offsets (after an
-// aborted at-least-once epoch).
-func (s *Source) Rewind(offs map[int32]int64) {
-	if len(offs) == 0 {
-		return
-	}
-	m := map[string]map[int32]kgo.EpochOffset{s.cfg.Topic: {}}
-	for p, o := range offs {
-		m[s.cfg.Topic][p] = kgo.EpochOffset{Epoch: -1, Offset: o}
-	}
-	s.cl.SetOffsets(m)
-}
 
 // Close leaves the group (static members are removed by instance id only
 // after their session times out, as Kafka defines) and closes the client.
@@ -362,6 +475,9 @@ func (s *Source) Close() {
 			}
 		}
 	}()
+	// A poll held back rebalances (BlockRebalanceOnPoll); leaving the
+	// group is one, and would wait for them to be allowed forever.
+	s.cl.AllowRebalance()
 	if s.sess != nil {
 		s.sess.Close()
 	} else {
@@ -395,6 +511,10 @@ func (s *Source) Leave(ctx context.Context) error {
 	return nil
 }
 
+// ErrReplayBeyondEnd means the replay target is past the partition's
+// readable end and does not come closer.
+var ErrReplayBeyondEnd = errors.New("the committed offset is past the end of the log")
+
 // ErrReplayGap means the records a replay needs are no longer in the log.
 var ErrReplayGap = errors.New("records needed for replay are gone from the log (retention)")
 
@@ -412,7 +532,7 @@ func Replay(ctx context.Context, connOpts []kgo.Opt, topic string, p int32, from
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {p: kgo.NewOffset().At(from)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
-		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
+		kgo.ConsumeResetOffset(kgo.NoResetOffset().AtStart()),
 		kgo.FetchMaxWait(250*time.Millisecond),
 		kgo.WithLogger(kzap.New(log.Named("replay-kafka"), kzap.Level(kgo.LogLevelWarn))),
 	)
@@ -425,17 +545,34 @@ func Replay(ctx context.Context, connOpts []kgo.Opt, topic string, p int32, from
 	next := from
 	lastLog := time.Now()
 	start := time.Now()
+	lastMove, moved := time.Now(), from
 	for next < to {
-		fs := cl.PollFetches(ctx)
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := cl.PollFetches(pctx)
+		cancel()
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		var ferr error
 		fs.EachError(func(_ string, _ int32, err error) {
-			if ferr == nil {
+			if ferr == nil && !errors.Is(err, context.DeadlineExceeded) {
 				ferr = err
 			}
 		})
+		// The replay target lies past what the log can show (the log was
+		// truncated, or C came from another incarnation of the topic):
+		// waiting cannot help.
+		stable := int64(-1)
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if fp.Partition == p {
+				stable = fp.LastStableOffset
+			}
+		})
+		if next != moved {
+			lastMove, moved = time.Now(), next
+		} else if stable >= 0 && stable < to && time.Since(lastMove) > 15*time.Second {
+			return fmt.Errorf("%s/%d: replay to the committed offset %d is stuck at %d: the partition's readable end is %d: %w", topic, p, to, next, stable, ErrReplayBeyondEnd)
+		}
 		if ferr != nil {
 			if errors.Is(ferr, kerr.OffsetOutOfRange) {
 				return fmt.Errorf("%s/%d offset %d: %w", topic, p, next, ErrReplayGap)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -25,34 +24,34 @@ func (e *Engine) processFetches(fetches kgo.Fetches) (int, error) {
 	}
 	var ws []work
 	n := 0
-	var missing error
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		if len(fp.Records) == 0 {
 			return
 		}
 		ps := e.parts[fp.Partition]
 		if ps == nil {
-			missing = fmt.Errorf("records from partition %d, which was never recovered (missed assignment)", fp.Partition)
+			// Not owned (released by an event this poll raced with):
+			// its next owner fetches it from C.
+			e.log.Debug("dropping records of a partition this member does not own", zap.Int32("partition", fp.Partition), zap.Int("records", len(fp.Records)))
 			return
 		}
-		ws = append(ws, work{ps, fp.Records})
-		n += len(fp.Records)
+		// Records below the engine's position are reflected in state
+		// already (a fetch that started at the group's offset below a
+		// savepoint or a progress record, or at the log start).
+		recs := fp.Records
+		if recs[len(recs)-1].Offset < ps.pos {
+			return
+		}
+		ws = append(ws, work{ps, recs})
+		n += len(recs)
 	})
-	if missing != nil {
-		return 0, missing
-	}
 	if n == 0 {
 		return 0, nil
 	}
-	if !e.epochOpen {
-		if err := e.sink.Begin(); err != nil {
-			return 0, err
-		}
-		e.epochOpen = true
-		e.epochStart = time.Now()
-		e.epochRecords = 0
+	if err := e.beginEpoch(); err != nil {
+		return 0, err
 	}
-	e.epochRecords += n
+	e.ep.records += n
 	if len(ws) == 1 {
 		return n, e.processPartition(ws[0].ps, ws[0].recs)
 	}
@@ -82,10 +81,7 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 	em := liveEmitter{e: e, rec: &ps.rec, c: &ps.ep}
 	for _, kr := range recs {
 		cur = kr
-		if kr.Offset < ps.next {
-			// Already reflected in state (below a savepoint's offset,
-			// or a fetch that started below C): skipped, but inside an
-			// epoch so that the group's committed offset moves past it.
+		if kr.Offset < ps.pos {
 			continue
 		}
 		nth := e.liveRecords.Add(1)
@@ -105,6 +101,7 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 		if err := ps.op.Process(&ps.rec, ps.ov, em); err != nil {
 			return &job.RecordError{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Err: err}
 		}
+		ps.pos = kr.Offset + 1
 	}
 	return nil
 }

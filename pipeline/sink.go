@@ -6,61 +6,121 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/txstream/txstream/kconn"
 	"github.com/txstream/txstream/offsets"
 )
 
 // Sink owns the commit point: it commits an epoch's records together with
-// the input offsets that produced them, and says afterwards which offsets
-// it has committed.
+// the input positions that produced them, and says afterwards which
+// positions it has committed.
 type Sink interface {
 	// Begin opens an epoch.
 	Begin() error
-	// Send adds an output or dead-letter record to the open epoch.
-	Send(r *kgo.Record)
-	// Commit ends the epoch. committed=false with a nil error means the
-	// epoch was aborted (a rebalance revoked partitions) and its records
-	// will be fetched again. offsets are the next input offsets the commit
-	// covers, per partition.
-	Commit(ctx context.Context) (committed bool, offsets map[int32]int64, err error)
+	// Send adds an output or dead-letter record, produced from the input
+	// record src, to the open epoch.
+	Send(r *kgo.Record, src *Record)
+	// Commit ends the epoch. The positions are the engine's, for every
+	// owned partition: one past the last record processed. touched lists
+	// the partitions the epoch advanced. committed=false with a nil error
+	// means the epoch was aborted (a rebalance) and is to be redone.
+	Commit(ctx context.Context, positions map[int32]int64, touched []int32) (committed bool, err error)
 	// Abort ends the epoch without committing.
 	Abort(ctx context.Context) error
 	// Committed is the commit point C of partition p: the next offset to
 	// process, or -1 when nothing was ever committed.
 	Committed(ctx context.Context, p int32) (int64, error)
-	// ExactlyOnce reports whether a replay can duplicate output.
-	ExactlyOnce() bool
-	Name() string
+}
+
+// UnwritableError is a record the sink cannot write whatever it retries:
+// too large for the producer or the broker, or refused by a topic policy.
+// The engine redoes the epoch with that record replaced by a dead letter
+// that fits.
+type UnwritableError struct {
+	Topic     string // the topic it was for
+	Partition int32  // the input record it came from
+	Offset    int64
+	Err       error
+}
+
+func (e *UnwritableError) Error() string {
+	return fmt.Sprintf("record for %s from input partition %d offset %d cannot be written: %v", e.Topic, e.Partition, e.Offset, e.Err)
+}
+
+func (e *UnwritableError) Unwrap() error { return e.Err }
+
+// isUnwritable: errors that retrying the same record can never fix.
+func isUnwritable(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidRecord) || errors.Is(err, kerr.PolicyViolation) ||
+		errors.Is(err, kerr.CorruptMessage) || errors.Is(err, kerr.InvalidRequiredAcks)
+}
+
+// srcCtx carries an output record's input coordinates to the produce
+// promise, so an unwritable record can be traced to its input.
+type srcCtx struct {
+	context.Context
+	p   int32
+	off int64
+}
+
+// KafkaSinkConfig configures a KafkaSink.
+type KafkaSinkConfig struct {
+	Group, Topic, TopicID string
+	// ProgressTopic receives one progress record per advanced partition
+	// in every epoch's transaction ("" = none).
+	ProgressTopic string
+	// Start returns the history start of partition p for its progress
+	// record.
+	Start func(p int32) int64
+	// InitTimeout bounds the producer's initialisation (fencing the
+	// previous incarnation of the transactional id).
+	InitTimeout time.Duration
 }
 
 // KafkaSink commits one Kafka transaction per epoch carrying the output
-// records, the dead-letter records and the group's input offsets
-// (TxnOffsetCommit). C is the group's committed offset read with
-// require-stable.
+// records, the dead-letter records, a progress record per advanced
+// partition and the group's input offsets (TxnOffsetCommit). C is the
+// group's committed offset read with require-stable.
 type KafkaSink struct {
 	src *offsets.Source
+	cfg KafkaSinkConfig
 
-	mu       sync.Mutex
-	firstErr error
-	inTxn    bool
+	mu         sync.Mutex
+	firstErr   error
+	unwritable *UnwritableError
+	inTxn      bool
 }
 
-// NewKafkaSink wraps a transactional source.
-func NewKafkaSink(src *offsets.Source) (*KafkaSink, error) {
+// NewKafkaSink wraps a transactional source and initialises its producer
+// before any recovery, as Kafka Streams does: the broker fences the
+// previous incarnation of the transactional id and aborts its open
+// transaction now, so that reading the committed offsets (require-stable)
+// does not wait for that transaction to time out.
+func NewKafkaSink(ctx context.Context, src *offsets.Source, cfg KafkaSinkConfig) (*KafkaSink, error) {
 	if src.Session() == nil {
 		return nil, errors.New("kafka sink needs a transactional source")
 	}
-	return &KafkaSink{src: src}, nil
+	if cfg.InitTimeout <= 0 {
+		cfg.InitTimeout = 90 * time.Second
+	}
+	ictx, cancel := context.WithTimeout(ctx, cfg.InitTimeout)
+	defer cancel()
+	if _, _, err := src.Client().ProducerID(ictx); err != nil {
+		if kconn.IsAuthError(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("initialising the transactional producer: %w", err)
+	}
+	return &KafkaSink{src: src, cfg: cfg}, nil
 }
-
-// Name implements Sink.
-func (k *KafkaSink) Name() string { return "kafka" }
-
-// ExactlyOnce implements Sink.
-func (k *KafkaSink) ExactlyOnce() bool { return true }
 
 // Begin implements Sink.
 func (k *KafkaSink) Begin() error {
@@ -72,47 +132,76 @@ func (k *KafkaSink) Begin() error {
 }
 
 // Send implements Sink. Produce errors surface at Commit, which then aborts.
-func (k *KafkaSink) Send(r *kgo.Record) {
+func (k *KafkaSink) Send(r *kgo.Record, src *Record) {
 	// Background context: a shutdown must not fail records that the
 	// final commit is about to flush.
-	k.src.Session().Produce(context.Background(), r, func(r *kgo.Record, err error) {
-		if err != nil {
-			k.mu.Lock()
-			if k.firstErr == nil {
-				k.firstErr = fmt.Errorf("producing to %s: %w", r.Topic, err)
-			}
-			k.mu.Unlock()
-		}
-	})
+	r.Context = &srcCtx{Context: context.Background(), p: src.Partition, off: src.Offset}
+	k.src.Session().Produce(r.Context, r, k.promise)
 }
 
-// Commit implements Sink.
-func (k *KafkaSink) Commit(ctx context.Context) (bool, map[int32]int64, error) {
-	if !k.inTxn {
-		return true, k.src.Positions(), nil
-	}
-	k.inTxn = false
-	pos := k.src.Positions()
-	sess := k.src.Session()
-	if err := sess.Client().Flush(ctx); err != nil {
-		_, _ = sess.End(ctx, kgo.TryAbort)
-		return false, nil, fmt.Errorf("flushing epoch: %w", err)
+func (k *KafkaSink) promise(r *kgo.Record, err error) {
+	if err == nil {
+		return
 	}
 	k.mu.Lock()
-	perr := k.firstErr
-	k.firstErr = nil
-	k.mu.Unlock()
-	if perr != nil {
+	defer k.mu.Unlock()
+	if sc, ok := r.Context.(*srcCtx); ok && isUnwritable(err) && k.unwritable == nil {
+		k.unwritable = &UnwritableError{Topic: r.Topic, Partition: sc.p, Offset: sc.off, Err: err}
+	}
+	if k.firstErr == nil {
+		k.firstErr = fmt.Errorf("producing to %s: %w", r.Topic, err)
+	}
+}
+
+// Commit implements Sink. The client commits what it believes it has
+// consumed, so the positions are made the client's first; a mismatch left
+// after that aborts the epoch rather than commit offsets nobody processed.
+func (k *KafkaSink) Commit(ctx context.Context, positions map[int32]int64, touched []int32) (bool, error) {
+	if !k.inTxn {
+		return true, nil
+	}
+	k.inTxn = false
+	sess := k.src.Session()
+	abort := func(cause error) (bool, error) {
 		if _, err := sess.End(ctx, kgo.TryAbort); err != nil {
-			return false, nil, errors.Join(perr, fmt.Errorf("aborting transaction: %w", err))
+			return false, errors.Join(cause, fmt.Errorf("aborting transaction: %w", err))
 		}
-		return false, nil, perr
+		return false, cause
+	}
+	k.src.Seek(positions)
+	dirty := k.src.Dirty()
+	for p, off := range dirty {
+		if want, ok := positions[p]; !ok || want != off {
+			return abort(fmt.Errorf("internal error: the client would commit offset %d for partition %d, the engine processed up to %d (owned: %v)", off, p, want, ok))
+		}
+	}
+	if k.cfg.ProgressTopic != "" {
+		for _, p := range touched {
+			pr := offsets.Progress{Group: k.cfg.Group, Topic: k.cfg.Topic, TopicID: k.cfg.TopicID, Partition: p, Next: positions[p], Start: -1}
+			if k.cfg.Start != nil {
+				pr.Start = k.cfg.Start(p)
+			}
+			sess.Produce(context.Background(), pr.Record(k.cfg.ProgressTopic), k.promise)
+		}
+	}
+	if err := sess.Client().Flush(ctx); err != nil {
+		return abort(fmt.Errorf("flushing epoch: %w", err))
+	}
+	k.mu.Lock()
+	perr, unw := k.firstErr, k.unwritable
+	k.firstErr, k.unwritable = nil, nil
+	k.mu.Unlock()
+	if unw != nil {
+		return abort(unw)
+	}
+	if perr != nil {
+		return abort(perr)
 	}
 	committed, err := sess.End(ctx, kgo.TryCommit)
 	if err != nil {
-		return false, nil, fmt.Errorf("committing transaction: %w", err)
+		return false, fmt.Errorf("committing transaction: %w", err)
 	}
-	return committed, pos, nil
+	return committed, nil
 }
 
 // Abort implements Sink.
@@ -122,7 +211,7 @@ func (k *KafkaSink) Abort(ctx context.Context) error {
 	}
 	k.inTxn = false
 	k.mu.Lock()
-	k.firstErr = nil
+	k.firstErr, k.unwritable = nil, nil
 	k.mu.Unlock()
 	if _, err := k.src.Session().End(ctx, kgo.TryAbort); err != nil {
 		return fmt.Errorf("aborting transaction: %w", err)
@@ -139,30 +228,23 @@ func (k *KafkaSink) Committed(ctx context.Context, p int32) (int64, error) {
 // the lines are written: at-least-once, for debugging (a replay prints
 // again, as Flink's print() does). Dead letters go to the error writer.
 type StdoutSink struct {
-	mu        sync.Mutex // Send is called from several partition workers
-	src       *offsets.Source
-	out       *bufio.Writer
-	errw      io.Writer
-	outTopic  string
-	committed map[int32]int64
+	mu       sync.Mutex // Send is called from several partition workers
+	src      *offsets.Source
+	out      *bufio.Writer
+	errw     io.Writer
+	outTopic string
 }
 
 // NewStdoutSink wraps a non-transactional source.
 func NewStdoutSink(src *offsets.Source, out, errw io.Writer, outputTopic string) *StdoutSink {
-	return &StdoutSink{src: src, out: bufio.NewWriterSize(out, 1<<16), errw: errw, outTopic: outputTopic, committed: map[int32]int64{}}
+	return &StdoutSink{src: src, out: bufio.NewWriterSize(out, 1<<16), errw: errw, outTopic: outputTopic}
 }
-
-// Name implements Sink.
-func (s *StdoutSink) Name() string { return "stdout" }
-
-// ExactlyOnce implements Sink.
-func (s *StdoutSink) ExactlyOnce() bool { return false }
 
 // Begin implements Sink.
 func (s *StdoutSink) Begin() error { return nil }
 
 // Send implements Sink.
-func (s *StdoutSink) Send(r *kgo.Record) {
+func (s *StdoutSink) Send(r *kgo.Record, _ *Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r.Topic == s.outTopic {
@@ -180,38 +262,37 @@ func (s *StdoutSink) Send(r *kgo.Record) {
 }
 
 // Commit implements Sink.
-func (s *StdoutSink) Commit(ctx context.Context) (bool, map[int32]int64, error) {
+func (s *StdoutSink) Commit(ctx context.Context, positions map[int32]int64, touched []int32) (bool, error) {
 	s.mu.Lock()
 	err := s.out.Flush()
 	s.mu.Unlock()
 	if err != nil {
-		return false, nil, fmt.Errorf("writing stdout: %w", err)
+		return false, fmt.Errorf("writing stdout: %w", err)
 	}
-	pos := s.src.Positions()
-	if err := s.src.CommitSync(ctx, pos); err != nil {
-		return false, nil, fmt.Errorf("committing offsets: %w", err)
+	offs := map[int32]int64{}
+	for _, p := range touched {
+		offs[p] = positions[p]
 	}
-	for p, o := range pos {
-		s.committed[p] = o
+	if err := s.src.CommitSync(ctx, offs); err != nil {
+		return false, fmt.Errorf("committing offsets: %w", err)
 	}
-	return true, pos, nil
+	s.src.Seek(positions)
+	return true, nil
 }
 
-// Abort implements Sink: lines already printed stay printed (at-least-once);
-// the fetch positions go back to the last commit.
+// Abort implements Sink: lines already printed stay printed (at-least-once).
+// The engine moves the positions back.
 func (s *StdoutSink) Abort(context.Context) error {
 	s.mu.Lock()
 	_ = s.out.Flush()
 	s.mu.Unlock()
-	s.src.Rewind(s.committed)
 	return nil
 }
 
 // Committed implements Sink.
 func (s *StdoutSink) Committed(ctx context.Context, p int32) (int64, error) {
-	off, err := s.src.Committed(ctx, p)
-	if err == nil && off >= 0 {
-		s.committed[p] = off
-	}
-	return off, err
+	return s.src.Committed(ctx, p)
 }
+
+// sortedKeys is the partitions of a position map in order (logs, progress).
+func sortedKeys(m map[int32]int64) []int32 { return slices.Sorted(maps.Keys(m)) }

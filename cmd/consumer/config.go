@@ -53,17 +53,18 @@ the file. Settings, by topic:`
 type config struct {
 	conn kconn.Config
 
-	configFile   string
-	topic        string
-	outputTopic  string
-	dlqTopic     string
-	group        string
-	instanceID   string
-	txnID        string
-	sink         string
-	columns      string
-	dedupWindow  time.Duration
-	maxLineBytes int
+	configFile    string
+	topic         string
+	outputTopic   string
+	dlqTopic      string
+	progressTopic string
+	group         string
+	instanceID    string
+	txnID         string
+	sink          string
+	columns       string
+	dedupWindow   time.Duration
+	maxLineBytes  int
 
 	commitInterval     time.Duration
 	checkpointInterval time.Duration
@@ -119,6 +120,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.topic, "topic", "transactions", "input topic of CSV transactions")
 	fs.StringVar(&c.outputTopic, "output-topic", "transactions-out", "output topic: one JSON record per accepted transaction")
 	fs.StringVar(&c.dlqTopic, "dlq-topic", "transactions-dlq", "dead-letter topic for invalid records and conflicting duplicates")
+	fs.StringVar(&c.progressTopic, "progress-topic", "txstream-progress", "compacted topic that records each partition's commit point in every epoch's transaction, so that it survives the loss of the group's offsets (they expire after offsets.retention.minutes of an empty group); shared by groups")
 	fs.StringVar(&c.group, "group", "txstream", "consumer group id")
 	fs.StringVar(&c.instanceID, "instance-id", host, "static group membership id, unique per running consumer (empty: dynamic membership); a restarted member with the same id gets its partitions back without waiting for the session timeout")
 	fs.StringVar(&c.txnID, "transactional-id", "", "Kafka transactional id (default txstream-<group>-<instance-id>); must be stable across restarts of the same member and unique across members")
@@ -168,7 +170,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "auto", "log format: auto (console on a terminal, else JSON), json or console")
 
 	fs.Usage = settings.UsageGroups(fs, envPrefix, summary, []settings.Group{
-		{Title: "Kafka", Flags: []string{"brokers", "topic", "output-topic", "dlq-topic", "group", "instance-id", "transactional-id", "sink",
+		{Title: "Kafka", Flags: []string{"brokers", "topic", "output-topic", "dlq-topic", "progress-topic", "group", "instance-id", "transactional-id", "sink",
 			"output-compression", "create-topics", "session-timeout", "rebalance-timeout", "transaction-timeout"}},
 		{Title: "Security (TLS, SASL)", Flags: []string{"tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "tls-insecure-skip-verify",
 			"sasl-mechanism", "sasl-user", "sasl-password-file"}},
@@ -197,13 +199,16 @@ func (c *config) validate() error {
 	if err := c.conn.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	for name, v := range map[string]string{"--topic": c.topic, "--output-topic": c.outputTopic, "--dlq-topic": c.dlqTopic, "--group": c.group} {
+	for name, v := range map[string]string{"--topic": c.topic, "--output-topic": c.outputTopic, "--dlq-topic": c.dlqTopic, "--progress-topic": c.progressTopic, "--group": c.group} {
 		if strings.TrimSpace(v) == "" {
 			errs = append(errs, fmt.Errorf("%s must not be empty", name))
 		}
 	}
-	if c.topic == c.outputTopic || c.topic == c.dlqTopic {
-		errs = append(errs, errors.New("--topic must differ from --output-topic and --dlq-topic"))
+	if c.topic == c.outputTopic || c.topic == c.dlqTopic || c.topic == c.progressTopic {
+		errs = append(errs, errors.New("--topic must differ from --output-topic, --dlq-topic and --progress-topic"))
+	}
+	if c.progressTopic == c.outputTopic || c.progressTopic == c.dlqTopic {
+		errs = append(errs, errors.New("--progress-topic must differ from --output-topic and --dlq-topic"))
 	}
 	if c.httpAddr != "" {
 		if _, port, err := net.SplitHostPort(c.httpAddr); err != nil || port == "" {

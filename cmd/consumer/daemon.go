@@ -46,10 +46,11 @@ type daemon struct {
 	// cancel stops the job gracefully (SIGTERM, POST /api/v1/job/cancel).
 	cancel context.CancelFunc
 
-	// fromSavepoint is --from-savepoint, loaded and verified at start-up;
-	// spUsed records the partitions restored from it (once per process).
+	// fromSavepoint is --from-savepoint, loaded and verified at start-up.
 	fromSavepoint *checkpoint.SavepointMeta
-	spUsed        map[int32]bool
+	// unwritable remembers input records whose output could not be
+	// written, across attempts (they become dead letters).
+	unwritable map[pipeline.RecordKey]string
 	// engine is the running attempt's engine (nil between attempts), for
 	// savepoint requests from the HTTP API.
 	engine atomic.Pointer[pipeline.Engine]
@@ -89,7 +90,7 @@ func newDaemon(cfg *config, log *zap.Logger) (*daemon, error) {
 		_ = lock.Close()
 		return nil, err
 	}
-	d := &daemon{cfg: cfg, log: log, ckpt: ckpt, lock: lock, stats: pipeline.NewStats(), connOpts: connOpts, spUsed: map[int32]bool{}}
+	d := &daemon{cfg: cfg, log: log, ckpt: ckpt, lock: lock, stats: pipeline.NewStats(), connOpts: connOpts, unwritable: pipeline.NewUnwritableSet()}
 	if cfg.fromSavepoint != "" {
 		sp, err := checkpoint.LoadSavepoint(cfg.fromSavepoint)
 		if err != nil {
@@ -280,7 +281,7 @@ func (d *daemon) ensureTopics(ctx context.Context) error {
 	}
 	defer done()
 	c := d.cfg
-	details, err := adm.ListTopics(ctx, c.topic, c.outputTopic, c.dlqTopic)
+	details, err := adm.ListTopics(ctx, c.topic, c.outputTopic, c.dlqTopic, c.progressTopic)
 	if err != nil {
 		return fmt.Errorf("listing topics: %w", c.conn.Explain(err))
 	}
@@ -289,11 +290,19 @@ func (d *daemon) ensureTopics(ctx context.Context) error {
 		partitions = int32(len(td.Partitions))
 		d.inputPartitions = partitions
 	}
-	for _, t := range []string{c.outputTopic, c.dlqTopic} {
+	for _, t := range []string{c.outputTopic, c.dlqTopic, c.progressTopic} {
 		if td, ok := details[t]; ok && td.Err == nil {
 			continue
 		}
-		resp, err := adm.CreateTopic(ctx, partitions, -1, nil, t)
+		var configs map[string]*string
+		if t == c.progressTopic {
+			// One record per partition and epoch, of which only the last
+			// per key matters: compacted, with segments that roll often
+			// enough for compaction to keep it small.
+			configs = map[string]*string{"cleanup.policy": kadm.StringPtr("compact"), "segment.ms": kadm.StringPtr("3600000"),
+				"min.cleanable.dirty.ratio": kadm.StringPtr("0.1")}
+		}
+		resp, err := adm.CreateTopic(ctx, partitions, -1, configs, t)
 		if err == nil {
 			err = resp.Err
 		}
@@ -342,25 +351,16 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 	}
 	var sink pipeline.Sink
 	if c.sink == "kafka" {
-		if sink, err = pipeline.NewKafkaSink(src); err != nil {
-			src.Close()
-			return job.Permanent(err)
-		}
-		// Initialise the transactional producer before recovery, as
-		// Kafka Streams does: the broker fences the previous incarnation
-		// of this transactional id and aborts its open transaction now,
-		// so reading the committed offsets (require-stable) never waits
-		// for that transaction to time out.
-		ictx, cancel := context.WithTimeout(ctx, c.txnTimeout+30*time.Second)
-		_, _, err := src.Client().ProducerID(ictx)
-		cancel()
+		ks, err := pipeline.NewKafkaSink(ctx, src, pipeline.KafkaSinkConfig{Group: c.group, Topic: c.topic,
+			ProgressTopic: c.progressTopic, InitTimeout: c.txnTimeout + 30*time.Second})
 		if err != nil {
 			src.Close()
 			if kconn.IsAuthError(err) {
 				return job.Permanent(err)
 			}
-			return fmt.Errorf("initialising the transactional producer %s: %w", c.transactionalID(), err)
+			return fmt.Errorf("transactional id %s: %w", c.transactionalID(), err)
 		}
+		sink = ks
 	} else {
 		sink = pipeline.NewStdoutSink(src, os.Stdout, os.Stderr, c.outputTopic)
 	}
@@ -374,7 +374,8 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 		ExitWhenIdle: c.exitWhenIdle, TolerableSnapshotFailures: c.tolerableFailures,
 		CrashAtRecord: c.crashAtRecord, ReplayConnOpts: d.connOpts,
 		Job: c.jobSettings(pipeline.AggregatorName), Logger: d.log, Stats: d.stats, OnLoop: d.onLoop,
-		Savepoint: d.fromSavepoint, SavepointUsed: d.spUsed, SavepointOnStop: c.savepointOnStop,
+		Savepoint: d.fromSavepoint, SavepointOnStop: c.savepointOnStop, Unwritable: d.unwritable,
+		Group: c.group, ProgressTopic: c.progressTopic,
 	}
 	if c.failAtRecord > 0 && (c.failTimes == 0 || n <= c.failTimes) {
 		ecfg.FailAtRecord = c.failAtRecord
@@ -383,9 +384,26 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 	d.engine.Store(eng)
 	defer d.engine.Store(nil)
 	err = eng.Run(ctx, func() { markRunning(); d.ready() })
-	if kconn.IsAuthError(err) {
+	return d.explain(err)
+}
+
+// explain words the engine's typed errors with what gets the job going
+// again, and marks those a restart cannot fix as permanent.
+func (d *daemon) explain(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case kconn.IsAuthError(err):
 		// wrong credentials or certificates: a restart cannot help
 		return job.Permanent(err)
+	case errors.Is(err, pipeline.ErrStateLoss):
+		return job.Permanent(fmt.Errorf("%w (restore the checkpoint directory, or rerun with --allow-state-loss to accept incomplete aggregates)", err))
+	case errors.Is(err, pipeline.ErrOffsetsMissing):
+		return job.Permanent(fmt.Errorf("%w (if the progress topic %s was deleted, restore the group's offsets with kafka-consumer-groups --reset-offsets to the offsets the newest snapshots show in `consumer checkpoints list`; to start this job over, use an empty --checkpoint-dir)", err, d.cfg.progressTopic))
+	case errors.Is(err, pipeline.ErrIncompatibleState), errors.Is(err, pipeline.ErrForeignSource):
+		return job.Permanent(err)
+	case errors.Is(err, pipeline.ErrBeyondEnd):
+		return job.Permanent(fmt.Errorf("%w (rerun with --allow-state-loss to resume at the end of the log)", err))
 	}
 	return err
 }

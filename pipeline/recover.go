@@ -1,0 +1,236 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/txstream/txstream/checkpoint"
+	"github.com/txstream/txstream/job"
+	"github.com/txstream/txstream/offsets"
+)
+
+// The recovery executor: it gathers PlanRecovery's input from the broker
+// and the checkpoint storage, restores what the plan says, replays the gap
+// without output, and hands the partition to the loop positioned at C.
+
+// recoveryInput gathers what PlanRecovery decides from.
+func (e *Engine) recoveryInput(ctx context.Context, p int32) (RecoveryInput, error) {
+	topic := e.cfg.Topic
+	in := RecoveryInput{Partition: p, TopicID: e.topicID, ClusterID: e.clusterID, AllowStateLoss: e.cfg.AllowStateLoss}
+	var err error
+	if in.Group, err = e.sink.Committed(ctx, p); err != nil {
+		return in, err
+	}
+	if e.cfg.ProgressTopic != "" {
+		pr, ok, err := offsets.ReadProgress(ctx, e.cfg.ReplayConnOpts, e.cfg.ProgressTopic, e.cfg.Group, topic, p, e.log)
+		if err != nil {
+			return in, err
+		}
+		if ok {
+			in.Progress = &ProgressInfo{Next: pr.Next, Start: pr.Start, TopicID: pr.TopicID}
+		}
+	}
+	if in.LogStart, in.LogEnd, err = e.src.Bounds(ctx, p); err != nil {
+		return in, err
+	}
+	metas, err := e.ckpt.List(topic, p)
+	if err != nil {
+		return in, fmt.Errorf("listing snapshots of partition %d: %w", p, err)
+	}
+	for _, m := range metas {
+		c := SnapshotCandidate{ID: m.ID, Offset: m.Offset, TopicID: m.TopicID, ClusterID: m.ClusterID}
+		if err := e.compatible(m.Job); err != nil {
+			c.Incompatible = err.Error()
+		}
+		in.Snapshots = append(in.Snapshots, c)
+	}
+	if sp := e.cfg.Savepoint; sp != nil {
+		if part, ok := sp.Partition(topic, p); ok {
+			c := &SavepointCandidate{Name: sp.Name, Offset: part.Offset, TopicID: part.TopicID, ClusterID: part.ClusterID}
+			if err := e.compatible(sp.Job); err != nil {
+				c.Incompatible = err.Error()
+			}
+			in.Savepoint = c
+		}
+	}
+	return in, nil
+}
+
+// recoverPartition makes partition p ready to process: C, the state that
+// reflects every record below it, and the client positioned there.
+func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
+	start := e.now()
+	e.stats.setRecovering(p, 0, 0)
+	defer e.stats.clearRecovering(p)
+	in, err := e.recoveryInput(ctx, p)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(e.cfg.DataDir, "state", fmt.Sprintf("%s-%d", e.cfg.Topic, p))
+	pl, store, meta, err := e.planAndRestore(ctx, in, dir)
+	if err != nil {
+		return err
+	}
+	for _, w := range pl.Warnings {
+		e.log.Warn(w, zap.Int32("partition", p))
+	}
+	source := pl.Restore.String()
+	switch pl.Restore {
+	case RestoreSnapshot:
+		source = "snapshot " + pl.Snapshot.ID
+	case RestoreSavepoint:
+		source = "savepoint " + pl.Savepoint.Name
+	}
+	e.log.Info("recovering partition", zap.Int32("partition", p), zap.String("from", source), zap.String("commit_point_from", pl.CFrom),
+		zap.Int64("replay_from", pl.ReplayFrom), zap.Int64("resume_at", pl.Resume), zap.Int64("replay_records", pl.Resume-pl.ReplayFrom))
+
+	op := e.newOp()
+	replayed, err := e.replay(ctx, p, store, op, pl.ReplayFrom, pl.Resume)
+	if err != nil {
+		_ = store.Close()
+		if errors.Is(err, offsets.ErrReplayGap) && !e.cfg.AllowStateLoss {
+			return fmt.Errorf("partition %d: %w; rerun with --allow-state-loss to accept it: %w", p, err, ErrStateLoss)
+		}
+		return fmt.Errorf("replaying partition %d [%d, %d): %w", p, pl.ReplayFrom, pl.Resume, err)
+	}
+	ps := &partState{p: p, store: store, ov: newOverlay(store), op: op, next: pl.Resume, pos: pl.Resume, start: pl.Start,
+		recoveredFrom: source, lastSnapOffset: -1, dirty: replayed > 0 || pl.Restore == RestoreSavepoint}
+	if meta != nil {
+		ps.lastSnapOffset = meta.Offset
+	}
+	e.parts[p] = ps
+	// Where the client already fetched from this partition it is moved to
+	// C now; otherwise it starts at the group's offset or the log start,
+	// both at or below C, and the loop skips what C covers.
+	e.src.Seek(map[int32]int64{p: pl.Resume})
+	e.stats.registerStore(p, store)
+	e.stats.Recoveries.Add(1)
+	e.log.Info("partition recovered", zap.Int32("partition", p), zap.String("from", source),
+		zap.Int64("replayed", replayed), zap.Int64("resume_at", pl.Resume), zap.Duration("took", e.since(start)))
+	return nil
+}
+
+// planAndRestore plans the recovery and restores the planned state into
+// dir. A snapshot that fails verification is dropped from the candidates
+// and the plan made again.
+func (e *Engine) planAndRestore(ctx context.Context, in RecoveryInput, dir string) (Plan, *Store, *checkpoint.Meta, error) {
+	for {
+		pl, err := PlanRecovery(in)
+		if err != nil {
+			return pl, nil, nil, err
+		}
+		store, meta, ok, err := e.restore(ctx, pl, dir)
+		if err != nil || ok {
+			return pl, store, meta, err
+		}
+		e.log.Warn("snapshot did not verify; planning again without it", zap.Int32("partition", in.Partition), zap.String("snapshot", pl.Snapshot.ID))
+		in.Snapshots = dropSnapshot(in.Snapshots, pl.Snapshot.ID)
+	}
+}
+
+func dropSnapshot(cs []SnapshotCandidate, id string) []SnapshotCandidate {
+	out := cs[:0:0]
+	for _, c := range cs {
+		if c.ID != id {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// restore materialises the plan's state into dir and opens it. ok is false
+// when the planned snapshot did not verify (or another was restored in its
+// place); the caller plans again.
+func (e *Engine) restore(ctx context.Context, pl Plan, dir string) (_ *Store, _ *checkpoint.Meta, ok bool, _ error) {
+	// The live store is a cache of the snapshots: always rebuilt, so a
+	// store left by a crashed process can never be newer than C.
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, nil, false, fmt.Errorf("clearing state dir: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o750); err != nil {
+		return nil, nil, false, fmt.Errorf("creating state dir: %w", err)
+	}
+	var meta *checkpoint.Meta
+	want := int64(-1)
+	switch pl.Restore {
+	case RestoreSnapshot:
+		m, err := e.ckpt.RestoreFrom(ctx, checkpoint.Want{Topic: e.cfg.Topic, Partition: pl.Partition, TopicID: e.topicID,
+			ClusterID: e.clusterID, MaxOffset: pl.Snapshot.Offset}, dir)
+		if errors.Is(err, checkpoint.ErrNoSnapshot) || err == nil && m.ID != pl.Snapshot.ID {
+			return nil, nil, false, nil
+		}
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("restoring partition %d: %w", pl.Partition, err)
+		}
+		meta, want = &m, m.Offset
+	case RestoreSavepoint:
+		sp := e.cfg.Savepoint
+		src := checkpoint.Source{Topic: e.cfg.Topic, Partition: pl.Partition, TopicID: e.topicID, ClusterID: e.clusterID}
+		off, err := checkpoint.RestoreSavepointFrom(ctx, *sp, src, dir, false)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("restoring partition %d from savepoint %s: %w", pl.Partition, sp.Name, err)
+		}
+		want = off
+	}
+	store, err := OpenStore(dir, e.log, e.cache)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if want >= 0 {
+		if so, err := store.Offset(); err != nil || so != want {
+			_ = store.Close()
+			return nil, nil, false, fmt.Errorf("partition %d: restored state records offset %d, its metadata says %d (%v)", pl.Partition, so, want, err)
+		}
+	}
+	return store, meta, true, nil
+}
+
+// replay rebuilds state from the records [from, to) with output
+// suppressed: their output was committed by earlier epochs.
+func (e *Engine) replay(ctx context.Context, p int32, store *Store, op Operator, from, to int64) (int64, error) {
+	ov := newOverlay(store)
+	var replayed int64
+	var em replayEmitter
+	var rec Record
+	err := offsets.Replay(ctx, e.cfg.ReplayConnOpts, e.cfg.Topic, p, from, to, e.log, func(kr *kgo.Record) error {
+		rec = Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
+			Headers: kr.Headers, Timestamp: kr.Timestamp}
+		if err := op.Process(&rec, ov, em); err != nil {
+			return &job.RecordError{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Err: err}
+		}
+		replayed++
+		if ov.bytes >= e.cfg.MaxEpochBytes {
+			if err := ov.apply(kr.Offset + 1); err != nil {
+				return err
+			}
+		}
+		if replayed%4096 == 0 {
+			e.stats.setRecovering(p, kr.Offset+1-from, to-from)
+			if e.cfg.OnLoop != nil {
+				e.cfg.OnLoop() // replay progress counts as liveness
+			}
+		}
+		return nil
+	})
+	if err == nil && from < to {
+		err = ov.apply(to)
+	}
+	ov.reset()
+	return replayed, err
+}
+
+// compatible checks a snapshot's job settings against the job's.
+func (e *Engine) compatible(job map[string]string) error {
+	for k, want := range e.cfg.Job {
+		if got, ok := job[k]; ok && got != want {
+			return fmt.Errorf("taken with %s=%q, this job runs %s=%q (start from a fresh checkpoint directory, or run the old settings)", k, got, k, want)
+		}
+	}
+	return nil
+}
