@@ -454,7 +454,6 @@ func (s *Source) CommitSync(ctx context.Context, offs map[int32]int64) error {
 	return cerr
 }
 
-
 // Close leaves the group (static members are removed by instance id only
 // after their session times out, as Kafka defines) and closes the client.
 func (s *Source) Close() {
