@@ -65,6 +65,11 @@ type Config struct {
 	ConnOpts           []kgo.Opt // brokers, TLS, SASL
 	ExtraOpts          []kgo.Opt // hooks (metrics)
 	Logger             *zap.Logger
+	// RebalanceAnytime lets group callbacks run at any moment, also
+	// between a poll and its processing (franz-go's default). The daemon
+	// never sets it; tests do, to prove the loop is safe without the
+	// gate.
+	RebalanceAnytime bool
 }
 
 // Source is the group member. Poll and the commit calls must come from one
@@ -103,15 +108,18 @@ func New(cfg Config) (*Source, error) {
 		// the engine skips what its recovered state already reflects.
 		kgo.ConsumeResetOffset(kgo.NoResetOffset().AtStart()),
 		kgo.DisableAutoCommit(),
-		// Group callbacks run only when the loop allows them, between
-		// epochs: a rebalance can never split an epoch or a poll.
-		kgo.BlockRebalanceOnPoll(),
-		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { s.blocked.Store(true) }),
+
 		kgo.WithLogger(kzap.New(cfg.Logger.Named("kafka"), kzap.Level(clientLogLevel()))),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Assigned, m) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Revoked, m) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Lost, m) }),
 	)
+	if !cfg.RebalanceAnytime {
+		// Group callbacks run only when the loop allows them, between
+		// epochs: a rebalance can never split an epoch or a poll.
+		opts = append(opts, kgo.BlockRebalanceOnPoll(),
+			kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { s.blocked.Store(true) }))
+	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
 	}

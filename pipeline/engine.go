@@ -390,6 +390,13 @@ func (e *Engine) fetchErrors(fetches kgo.Fetches) error {
 			fatal = err
 			return
 		}
+		if t == "" && !kconn.IsAuthError(ferr) {
+			// A group session error the client recovers from by
+			// rejoining (the member was removed, the coordinator moved);
+			// its partitions come back as events.
+			e.log.Warn("group session error; the client rejoins", zap.Error(ferr))
+			return
+		}
 		e.log.Warn("fetch error", zap.String("topic", t), zap.Int32("partition", p), zap.Error(ferr))
 		if isFatalFetch(ferr) {
 			fatal = fmt.Errorf("fetching %s/%d: %w", t, p, ferr)

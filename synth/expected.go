@@ -75,6 +75,18 @@ type Result struct {
 	Bad         int // rows failing validation
 	BadByReason map[string]int
 	Accounts    map[string]*Account
+	// Running is, for each valid transaction id, its account's count and
+	// exact total right after it: what the output record of that
+	// transaction must carry, in a failure-free pass in file order (an
+	// account's records keep file order in their partition).
+	Running map[string]Running
+}
+
+// Running is an account's aggregate right after one transaction.
+type Running struct {
+	Account string
+	Count   int64
+	Total   apd.Decimal
 }
 
 // Options tunes Expected.
@@ -138,7 +150,7 @@ func ExpectedWith(r io.Reader, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("header %q lacks transaction_id or amount", head)
 	}
 
-	res := &Result{BadByReason: map[string]int{}, Accounts: map[string]*Account{}}
+	res := &Result{BadByReason: map[string]int{}, Accounts: map[string]*Account{}, Running: map[string]Running{}}
 	seen := map[string][16]byte{}
 	bad := func(reason string) {
 		res.Bad++
@@ -221,6 +233,9 @@ func ExpectedWith(r io.Reader, opt Options) (*Result, error) {
 			return nil, fmt.Errorf("account %s: sum not exact (%v, %v)", key, cond, err)
 		}
 		acc.Count++
+		run := Running{Account: key, Count: acc.Count}
+		run.Total.Set(&acc.Total)
+		res.Running[id] = run
 	}
 	return res, nil
 }

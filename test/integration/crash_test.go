@@ -167,6 +167,14 @@ type outputCheck struct {
 	dlq      int
 	dlqSrc   map[string]int
 	outCount int
+	// running is each output record's running aggregate, by transaction.
+	running map[string]runningAgg
+}
+
+type runningAgg struct {
+	acc   string
+	count int64
+	total string
 }
 
 func readAll(t *testing.T, broker string) *outputCheck {
@@ -177,7 +185,8 @@ func readAll(t *testing.T, broker string) *outputCheck {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	o := &outputCheck{ids: map[string]int{}, lastCnt: map[string]int64{}, lastTot: map[string]string{}, dlqSrc: map[string]int{}}
+	o := &outputCheck{ids: map[string]int{}, lastCnt: map[string]int64{}, lastTot: map[string]string{}, dlqSrc: map[string]int{},
+		running: map[string]runningAgg{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for quiet := 0; quiet < 3; {
@@ -213,6 +222,7 @@ func readAll(t *testing.T, broker string) *outputCheck {
 				return
 			}
 			o.ids[v.ID]++
+			o.running[v.ID] = runningAgg{acc: v.Acc, count: v.Count, total: v.Total}
 			if v.Count > o.lastCnt[v.Acc] {
 				o.lastCnt[v.Acc], o.lastTot[v.Acc] = v.Count, v.Total
 			}
@@ -240,6 +250,25 @@ func (o *outputCheck) verify(t *testing.T, exp *synth.Result) {
 	if len(o.ids) != exp.Valid || twice > 0 {
 		t.Errorf("output: %d distinct transactions (%d records, %d repeated), want exactly %d once each",
 			len(o.ids), o.outCount, twice, exp.Valid)
+	}
+	// Every output record's running aggregate, not only the final ones:
+	// a lost or repeated record shows up in every later aggregate of its
+	// account.
+	wrong := 0
+	for id, got := range o.running {
+		want, ok := exp.Running[id]
+		var tot apd.Decimal
+		_, _, err := tot.SetString(got.total)
+		if !ok || got.acc != want.Account || got.count != want.Count || err != nil || tot.Cmp(&want.Total) != 0 {
+			wrong++
+			if wrong <= 5 {
+				t.Errorf("transaction %s: output says account %s count %d total %s, a failure-free pass gives %s %d %s (known: %v)",
+					id, got.acc, got.count, got.total, want.Account, want.Count, want.Total.Text('f'), ok)
+			}
+		}
+	}
+	if wrong > 0 {
+		t.Errorf("%d of %d output records carry a wrong running aggregate", wrong, len(o.running))
 	}
 	if want := exp.Bad + exp.Conflicts; o.dlq != want || len(o.dlqSrc) != want {
 		t.Errorf("dead letters: %d records from %d distinct sources, want %d once each", o.dlq, len(o.dlqSrc), want)

@@ -1,0 +1,341 @@
+package pipeline
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/apd/v3"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/txstream/txstream/checkpoint"
+	"github.com/txstream/txstream/job"
+	"github.com/txstream/txstream/offsets"
+	"github.com/txstream/txstream/synth"
+)
+
+// loopRig is an in-process broker (kfake), input that flows while the
+// engine runs, and the engine itself with a real Pebble store, a Kafka sink
+// and a checkpoint directory.
+type loopRig struct {
+	t        *testing.T
+	cluster  *kfake.Cluster
+	seeds    []kgo.Opt
+	lines    [][]byte
+	keys     [][]byte
+	exp      *synth.Result
+	produced atomic.Int64
+}
+
+const loopTopic = "in"
+
+func newLoopRig(t *testing.T, rows int) *loopRig {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, loopTopic, "out", "dlq", "progress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cfg := synth.DefaultConfig()
+	cfg.Rows, cfg.Accounts, cfg.Seed = rows, 60, 7
+	var buf bytes.Buffer
+	if _, err := synth.Generate(cfg, &buf); err != nil {
+		t.Fatal(err)
+	}
+	exp, err := synth.Expected(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &loopRig{t: t, cluster: c, seeds: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, exp: exp}
+	sc := bufio.NewScanner(bytes.NewReader(buf.Bytes()))
+	sc.Scan() // header: the default column order, so records carry none
+	for sc.Scan() {
+		line := append([]byte(nil), sc.Bytes()...)
+		key := []byte("?")
+		if f := bytes.Split(line, []byte(",")); len(f) > 1 && len(f[1]) > 0 {
+			key = f[1]
+		}
+		r.lines, r.keys = append(r.lines, line), append(r.keys, key)
+	}
+	return r
+}
+
+// produce sends the input at about rate records/s, in order per key.
+func (r *loopRig) produce(ctx context.Context, rate int) {
+	cl, err := kgo.NewClient(append(r.seeds, kgo.DefaultProduceTopic(loopTopic))...)
+	if err != nil {
+		r.t.Error(err)
+		return
+	}
+	defer cl.Close()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	per := max(1, rate/100)
+	for i := 0; i < len(r.lines); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var rs []*kgo.Record
+		for ; i < len(r.lines) && len(rs) < per; i++ {
+			rs = append(rs, &kgo.Record{Key: r.keys[i], Value: r.lines[i]})
+		}
+		if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+			r.t.Errorf("producing: %v", err)
+			return
+		}
+		r.produced.Add(int64(len(rs)))
+	}
+}
+
+// engine builds a member of group "g" with instance id id.
+func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPoll func()) (*Engine, error) {
+	src, err := offsets.New(offsets.Config{Topic: loopTopic, Group: "g", InstanceID: id, TransactionalID: "t-" + id,
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
+		ConnOpts: r.seeds, Logger: log, RebalanceAnytime: anytime})
+	if err != nil {
+		return nil, err
+	}
+	sink, err := NewKafkaSink(context.Background(), src, KafkaSinkConfig{Group: "g", Topic: loopTopic, ProgressTopic: "progress"})
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	ck, err := checkpoint.Open(filepath.Join(dir, "ck"), checkpoint.Options{Mode: checkpoint.ModeIncremental, Retain: 3, Logger: log})
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	cfg := Config{Topic: loopTopic, OutputTopic: "out", DLQTopic: "dlq", Group: "g", ProgressTopic: "progress",
+		CommitInterval: 100 * time.Millisecond, CheckpointInterval: 700 * time.Millisecond, MaxPollRecords: 200,
+		DataDir: filepath.Join(dir, "data-"+id), ExitWhenIdle: 4 * time.Second, ReplayConnOpts: r.seeds,
+		Job: map[string]string{"operator": AggregatorName}, Logger: log, afterPoll: afterPoll}
+	newOp := func() Operator { return NewAggregator(AggregatorConfig{}) }
+	return NewEngine(cfg, src, sink, newOp, ck), nil
+}
+
+// verify reads the committed output and checks every record against a
+// failure-free pass: each valid transaction once, with its running
+// aggregate; each bad row once in the dead-letter topic.
+func (r *loopRig) verify() {
+	t := r.t
+	t.Helper()
+	cl, err := kgo.NewClient(append(r.seeds, kgo.ConsumeTopics("out", "dlq"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ids := map[string]int{}
+	dlq := map[string]int{}
+	wrong := 0
+	for quiet := 0; quiet < 2; {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(rec *kgo.Record) {
+			n++
+			if rec.Topic == "dlq" {
+				var src string
+				for _, h := range rec.Headers {
+					if h.Key == HeaderSrcPartition || h.Key == HeaderSrcOffset {
+						src += string(h.Value) + "/"
+					}
+				}
+				dlq[src]++
+				return
+			}
+			var v struct {
+				ID    string `json:"transaction_id"`
+				Acc   string `json:"account_id"`
+				Count int64  `json:"account_count"`
+				Total string `json:"account_total"`
+			}
+			if err := json.Unmarshal(rec.Value, &v); err != nil {
+				t.Errorf("output is not JSON: %v", err)
+				return
+			}
+			ids[v.ID]++
+			want, ok := r.exp.Running[v.ID]
+			var tot apd.Decimal
+			_, _, perr := tot.SetString(v.Total)
+			if !ok || v.Acc != want.Account || v.Count != want.Count || perr != nil || tot.Cmp(&want.Total) != 0 {
+				wrong++
+				if wrong <= 5 {
+					t.Errorf("transaction %s: account %s count %d total %s, failure-free pass: %s %d %s", v.ID, v.Acc, v.Count, v.Total, want.Account, want.Count, want.Total.Text('f'))
+				}
+			}
+		})
+		if n == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	twice := 0
+	for _, n := range ids {
+		if n != 1 {
+			twice++
+		}
+	}
+	if len(ids) != r.exp.Valid || twice > 0 || wrong > 0 {
+		t.Errorf("output: %d of %d transactions, %d more than once, %d with a wrong running aggregate", len(ids), r.exp.Valid, twice, wrong)
+	}
+	dup := 0
+	for _, n := range dlq {
+		if n != 1 {
+			dup++
+		}
+	}
+	if want := r.exp.Bad + r.exp.Conflicts; len(dlq) != want || dup > 0 {
+		t.Errorf("dead letters: %d distinct sources (%d repeated), want %d once each", len(dlq), dup, want)
+	}
+}
+
+// run runs the engine until it finishes on idle input.
+func runEngine(t *testing.T, e *Engine) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := e.Run(ctx, nil); err != nil && !errors.Is(err, job.ErrFinished) {
+		t.Fatalf("engine: %v", err)
+	}
+}
+
+// A group event between a poll and its processing, with an open epoch and
+// records in the poll, for each kind of event. The source lets callbacks
+// run at any time (the daemon holds them back between epochs; this proves
+// the loop does not depend on that): the hook waits until the event has
+// arrived, then processing goes on.
+func TestLoopGroupEventBetweenPollAndProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an in-process broker for ~15 s per event kind")
+	}
+	for _, kind := range []string{"assigned", "revoked", "lost"} {
+		t.Run(kind, func(t *testing.T) {
+			r := newLoopRig(t, 6000)
+			log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var other *kgo.Client
+			joinOther := func() {
+				cl, err := kgo.NewClient(append(r.seeds, kgo.ConsumerGroup("g"), kgo.ConsumeTopics(loopTopic),
+					kgo.Balancers(kgo.CooperativeStickyBalancer()), kgo.DisableAutoCommit())...)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				other = cl
+			}
+			if kind == "assigned" {
+				joinOther() // holds half the partitions until the hook lets it go
+			}
+			var polls, fired atomic.Int32
+			var e *Engine
+			hook := func() {
+				// Fire once the epoch is open with records in it.
+				if fired.Load() > 0 || polls.Add(1) < 20 || !e.ep.open {
+					return
+				}
+				fired.Add(1)
+				switch kind {
+				case "assigned":
+					other.Close() // a dynamic member leaves on close
+				case "revoked":
+					joinOther()
+					go func() { time.Sleep(2 * time.Second); other.Close() }()
+				case "lost":
+					acl, err := kgo.NewClient(r.seeds...)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, _ = kadm.NewClient(acl).LeaveGroup(ctx, kadm.LeaveGroup("g").InstanceIDs("a"))
+					acl.Close()
+				}
+				deadline := time.Now().Add(15 * time.Second)
+				for len(e.src.Events()) == 0 {
+					if time.Now().After(deadline) {
+						t.Errorf("no %s event within 15 s", kind)
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			var err error
+			e, err = r.engine("a", t.TempDir(), true, log, hook)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); r.produce(ctx, 1500) }()
+			runEngine(t, e)
+			wg.Wait()
+			if fired.Load() == 0 {
+				t.Fatal("the hook never fired: the test proved nothing")
+			}
+			if got := r.produced.Load(); got != int64(len(r.lines)) {
+				t.Fatalf("produced %d of %d", got, len(r.lines))
+			}
+			r.verify()
+		})
+	}
+}
+
+// A second member joins and leaves every 1.5 s while input flows; the
+// daemon's configuration (callbacks held back between epochs).
+func TestLoopChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an in-process broker for ~20 s")
+	}
+	r := newLoopRig(t, 15000)
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir() // one checkpoint directory, a data directory per member
+	e, err := r.engine("a", dir, false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); r.produce(ctx, 1600) }()
+	churned := 0
+	go func() {
+		defer wg.Done()
+		for r.produced.Load() < int64(len(r.lines)) && ctx.Err() == nil {
+			b, err := r.engine(fmt.Sprint("b", churned), dir, false, log, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			bctx, bcancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			_ = b.Run(bctx, nil) // drains and leaves on cancel
+			bcancel()
+			churned++
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	runEngine(t, e)
+	wg.Wait()
+	t.Logf("second member joined and left %d times", churned)
+	if churned < 3 {
+		t.Fatalf("only %d churn cycles", churned)
+	}
+	r.verify()
+}
