@@ -127,7 +127,8 @@ type partState struct {
 	// start is where the job's history of the partition begins (progress
 	// records; -1 unknown).
 	start          int64
-	dirty          bool // applied changes since the last snapshot
+	applied        int64 // offsets the last committed epoch covered (expiry budget)
+	dirty          bool  // applied changes since the last snapshot
 	snapInFlight   bool
 	recoveredFrom  string
 	lastSnapOffset int64

@@ -129,6 +129,7 @@ func (e *Engine) applyPartition(ps *partState) error {
 	if err := ps.ov.apply(ps.pos); err != nil {
 		return err
 	}
+	ps.applied = ps.pos - ps.next
 	ps.next = ps.pos
 	ps.dirty = true
 	return nil
@@ -316,7 +317,11 @@ func (e *Engine) expire() {
 		if !ok || !ps.dirty {
 			continue
 		}
-		if _, err := x.Expire(ps.store, e.cfg.ExpireBudget); err != nil {
+		// Each record can make one entry due a window later: removing
+		// up to twice the epoch's records keeps any backlog shrinking.
+		budget := max(e.cfg.ExpireBudget, int(2*ps.applied))
+		ps.applied = 0
+		if _, err := x.Expire(ps.store, budget); err != nil {
 			e.log.Warn("expiring state entries failed; retrying after the next epoch", zap.Int32("partition", ps.p), zap.Error(err))
 		}
 	}
