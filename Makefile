@@ -29,7 +29,7 @@ FORCE:
 # processes (dev broker, producer, consumer; kill -9 included).
 test: build
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 14m ./...
+	$(GO) test -count=1 -timeout 22m ./...
 
 test-unit:
 	$(GO) test -count=1 -short ./...
@@ -38,7 +38,7 @@ test-race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -short ./...
 
 test-integration: build
-	$(GO) test -count=1 -timeout 14m -v ./test/integration/
+	$(GO) test -count=1 -timeout 22m -v ./test/integration/
 
 demo: build
 	$(BIN)/demo

@@ -89,6 +89,7 @@ func (c *config) statusSettings() map[string]any {
 		"topic":                         c.topic,
 		"output_topic":                  c.outputTopic,
 		"dlq_topic":                     c.dlqTopic,
+		"progress_topic":                c.progressTopic,
 		"group":                         c.group,
 		"instance_id":                   c.instanceID,
 		"transactional_id":              c.transactionalID(),
