@@ -63,6 +63,12 @@ func isUnwritable(err error) bool {
 		errors.Is(err, kerr.CorruptMessage) || errors.Is(err, kerr.InvalidRequiredAcks)
 }
 
+// ConfigError is a setting the broker refuses: restarting cannot help.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
 // srcCtx carries an output record's input coordinates to the produce
 // promise, so an unwritable record can be traced to its input.
 type srcCtx struct {
@@ -83,6 +89,9 @@ type KafkaSinkConfig struct {
 	// InitTimeout bounds the producer's initialisation (fencing the
 	// previous incarnation of the transactional id).
 	InitTimeout time.Duration
+	// TransactionTimeout is the client's transaction.timeout.ms, named
+	// in the error when the broker refuses it.
+	TransactionTimeout time.Duration
 }
 
 // KafkaSink commits one Kafka transaction per epoch carrying the output
@@ -116,6 +125,9 @@ func NewKafkaSink(ctx context.Context, src *offsets.Source, cfg KafkaSinkConfig)
 	if _, _, err := src.Client().ProducerID(ictx); err != nil {
 		if kconn.IsAuthError(err) {
 			return nil, err
+		}
+		if errors.Is(err, kerr.InvalidTransactionTimeout) {
+			return nil, &ConfigError{Err: fmt.Errorf("--transaction-timeout %v is above the broker's transaction.max.timeout.ms (15m by default): lower it, or raise the broker setting: %w", cfg.TransactionTimeout, err)}
 		}
 		return nil, fmt.Errorf("initialising the transactional producer: %w", err)
 	}

@@ -352,10 +352,11 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 	var sink pipeline.Sink
 	if c.sink == "kafka" {
 		ks, err := pipeline.NewKafkaSink(ctx, src, pipeline.KafkaSinkConfig{Group: c.group, Topic: c.topic,
-			ProgressTopic: c.progressTopic, InitTimeout: c.txnTimeout + 30*time.Second})
+			ProgressTopic: c.progressTopic, InitTimeout: c.txnTimeout + 30*time.Second, TransactionTimeout: c.txnTimeout})
 		if err != nil {
 			src.Close()
-			if kconn.IsAuthError(err) {
+			var cerr *pipeline.ConfigError
+			if kconn.IsAuthError(err) || errors.As(err, &cerr) {
 				return job.Permanent(err)
 			}
 			return fmt.Errorf("transactional id %s: %w", c.transactionalID(), err)
