@@ -139,6 +139,10 @@ func (d *daemon) run(parent context.Context) (job.State, error) {
 		if err := d.ensureTopics(ctx); err != nil {
 			return job.Failed, err
 		}
+	} else if c.sink == "kafka" {
+		if err := d.checkProgressTopic(ctx); err != nil {
+			return job.Failed, err
+		}
 	}
 	if w, err := sddaemon.SdWatchdogEnabled(false); err == nil && w > 0 {
 		d.watchdog = w
@@ -314,6 +318,24 @@ func (d *daemon) ensureTopics(ctx context.Context) error {
 	return nil
 }
 
+// checkProgressTopic fails start-up when the progress topic is missing and
+// the consumer may not create it: every epoch writes to it.
+func (d *daemon) checkProgressTopic(ctx context.Context) error {
+	adm, ctx, done, err := d.admin(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	details, err := adm.ListTopics(ctx, d.cfg.progressTopic)
+	if err != nil {
+		return fmt.Errorf("listing topics: %w", d.cfg.conn.Explain(err))
+	}
+	if td, ok := details[d.cfg.progressTopic]; !ok || td.Err != nil {
+		return fmt.Errorf("--progress-topic %s does not exist and --create-topics is off: create it with cleanup.policy=compact and as many partitions as %s", d.cfg.progressTopic, d.cfg.topic)
+	}
+	return nil
+}
+
 // checkLogin asks a broker for metadata once: a rejected SASL login or an
 // untrusted certificate makes the job FAILED at once with a clear error,
 // where the group consumer would retry it quietly forever. Other errors
@@ -366,7 +388,7 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 		sink = pipeline.NewStdoutSink(src, os.Stdout, os.Stderr, c.outputTopic)
 	}
 	newOp := func() pipeline.Operator {
-		return pipeline.NewAggregator(pipeline.AggregatorConfig{Columns: c.schema, DedupWindow: c.dedupWindow, MaxLineBytes: c.maxLineBytes})
+		return aggregate.New(aggregate.Config{Columns: c.schema, DedupWindow: c.dedupWindow, MaxLineBytes: c.maxLineBytes})
 	}
 	ecfg := pipeline.Config{
 		Topic: c.topic, OutputTopic: c.outputTopic, DLQTopic: c.dlqTopic,
@@ -374,7 +396,7 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 		MaxEpochBytes: c.maxEpochBytes, DataDir: c.dataDir, AllowStateLoss: c.allowStateLoss,
 		ExitWhenIdle: c.exitWhenIdle, TolerableSnapshotFailures: c.tolerableFailures,
 		CrashAtRecord: c.crashAtRecord, ReplayConnOpts: d.connOpts,
-		Job: c.jobSettings(pipeline.AggregatorName), Logger: d.log, Stats: d.stats, OnLoop: d.onLoop,
+		Job: c.jobSettings(newOp()), Logger: d.log, Stats: d.stats, OnLoop: d.onLoop,
 		Savepoint: d.fromSavepoint, SavepointOnStop: c.savepointOnStop, Unwritable: d.unwritable,
 		Group: c.group, ProgressTopic: c.progressTopic,
 	}
