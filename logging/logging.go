@@ -31,7 +31,8 @@ func New(level string, json bool) (*zap.Logger, error) {
 		enc = zapcore.NewJSONEncoder(cfg)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)
-	return zap.New(core, zap.AddStacktrace(zapcore.ErrorLevel)), nil
+	// Stack traces only for panics: expected failures are errors with causes.
+	return zap.New(core, zap.AddStacktrace(zapcore.DPanicLevel)), nil
 }
 
 // Format selects the encoder: "auto", "json" or "console".

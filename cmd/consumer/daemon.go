@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/faults"
 	"github.com/txstream/txstream/job"
@@ -54,6 +57,9 @@ type daemon struct {
 	// engine is the running attempt's engine (nil between attempts), for
 	// savepoint requests from the HTTP API.
 	engine atomic.Pointer[pipeline.Engine]
+
+	// topicsReady is set once the topics were created or checked.
+	topicsReady bool
 
 	readyOnce sync.Once
 	watchdog  time.Duration // 0: systemd watchdog off
@@ -135,15 +141,6 @@ func (d *daemon) run(parent context.Context) (job.State, error) {
 		zap.String("group", c.group), zap.String("instance_id", c.instanceID), zap.String("sink", c.sink),
 		zap.Duration("commit_interval", c.commitInterval), zap.Duration("checkpoint_interval", c.checkpointInterval),
 		zap.String("checkpoint_dir", c.checkpointDir), zap.String("checkpoint_mode", string(c.mode)))
-	if c.createTopics {
-		if err := d.ensureTopics(ctx); err != nil {
-			return job.Failed, err
-		}
-	} else if c.sink == "kafka" {
-		if err := d.checkProgressTopic(ctx); err != nil {
-			return job.Failed, err
-		}
-	}
 	if w, err := sddaemon.SdWatchdogEnabled(false); err == nil && w > 0 {
 		d.watchdog = w
 		d.log.Info("systemd watchdog enabled", zap.Duration("interval", w))
@@ -318,6 +315,25 @@ func (d *daemon) ensureTopics(ctx context.Context) error {
 	return nil
 }
 
+// prepareTopics creates the output, dead-letter and progress topics, or
+// checks the progress topic exists when topics are not created.
+func (d *daemon) prepareTopics(ctx context.Context) error {
+	if d.cfg.createTopics {
+		return d.ensureTopics(ctx)
+	}
+	if d.cfg.sink == "kafka" {
+		return d.checkProgressTopic(ctx)
+	}
+	return nil
+}
+
+// isDialError: no broker could be reached at all.
+func isDialError(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.As(err, &ne) || strings.Contains(err.Error(), "unable to dial")
+}
+
 // checkProgressTopic fails start-up when the progress topic is missing and
 // the consumer may not create it: every epoch writes to it.
 func (d *daemon) checkProgressTopic(ctx context.Context) error {
@@ -354,6 +370,20 @@ func (d *daemon) checkLogin(ctx context.Context, cl *kgo.Client) error {
 // from the checkpoint directory, and the processing loop.
 func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 	c := d.cfg
+	if !d.topicsReady {
+		// Inside the attempt, so that a daemon started before Kafka
+		// waits under the restart strategy instead of failing at once.
+		if err := d.prepareTopics(ctx); err != nil {
+			if kconn.IsAuthError(err) {
+				return job.Permanent(err)
+			}
+			if errors.Is(err, context.DeadlineExceeded) || isDialError(err) {
+				d.log.Warn("waiting for brokers: none answered; the restart strategy retries", zap.String("brokers", c.conn.Brokers), zap.Error(err))
+			}
+			return err
+		}
+		d.topicsReady = true
+	}
 	scfg := offsets.Config{
 		Topic: c.topic, Group: c.group, InstanceID: c.instanceID,
 		SessionTimeout: c.sessionTimeout, RebalanceTimeout: c.rebalanceTimeout, TransactionTimeout: c.txnTimeout,
