@@ -212,12 +212,6 @@ func (d *daemon) rewindGroup(ctx context.Context) error {
 	return nil
 }
 
-func init() {
-	savepointTrigger = func(ctx context.Context, d *daemon, name string) (any, error) {
-		return d.triggerSavepoint(ctx, name)
-	}
-}
-
 // triggerSavepoint asks the running attempt for a savepoint.
 func (d *daemon) triggerSavepoint(ctx context.Context, name string) (checkpoint.SavepointMeta, error) {
 	e := d.engine.Load()

@@ -15,11 +15,6 @@ import (
 	"github.com/txstream/txstream/status"
 )
 
-// savepointTrigger takes a savepoint of the running job for POST
-// /api/v1/savepoints. While it is nil the endpoint answers 501 Not
-// Implemented; the savepoint work sets it (e.g. in an init function).
-var savepointTrigger func(ctx context.Context, d *daemon, name string) (any, error)
-
 // addrFileEnv names a file startHTTP writes the bound address to (tests
 // start the daemon with --http 127.0.0.1:0).
 const addrFileEnv = "TXSTREAM_HTTP_ADDR_FILE"
@@ -121,10 +116,7 @@ func (b daemonBackend) Savepoints() ([]checkpoint.SavepointMeta, error) {
 }
 
 func (b daemonBackend) TriggerSavepoint(ctx context.Context, name string) (any, error) {
-	if savepointTrigger == nil {
-		return nil, status.ErrNotImplemented
-	}
-	return savepointTrigger(ctx, b.d, name)
+	return b.d.triggerSavepoint(ctx, name)
 }
 
 func (b daemonBackend) Cancel() {
