@@ -1,4 +1,4 @@
-package main
+package producer
 
 import (
 	"context"
@@ -25,12 +25,12 @@ import (
 
 const envPrefix = "TXSTREAM_"
 
-// Exit codes.
+// Exit codes of Run.
 const (
-	exitOK          = 0
-	exitFailure     = 1   // a row not delivered, --strict, an I/O or header error
-	exitUsage       = 2   // bad flags or settings
-	exitInterrupted = 130 // SIGINT/SIGTERM before the input ended (not with --follow)
+	ExitOK          = 0
+	ExitFailure     = 1   // a row not delivered, --strict, an I/O or header error
+	ExitUsage       = 2   // bad flags or settings
+	ExitInterrupted = 130 // SIGINT/SIGTERM before the input ended (not with --follow)
 )
 
 const produceSummary = `producer: publish CSV transactions to a Kafka topic.
@@ -184,17 +184,27 @@ func compressionCodec(name string) (kgo.CompressionCodec, error) {
 	return kgo.CompressionCodec{}, fmt.Errorf("--compression %q: want none, gzip, snappy, lz4 or zstd", name)
 }
 
-// env is the process environment run works in; tests substitute it.
-type env struct {
-	stdin      io.Reader
-	stdout     io.Writer
-	stderr     io.Writer
-	signals    <-chan os.Signal
-	isTerminal bool
-	termWidth  func() int
+// Env is the process environment Run works in: cmd/producer passes the
+// real one, tests substitute buffers and a signal channel of their own.
+type Env struct {
+	Stdin  io.Reader // the input of --file - and of expect -
+	Stdout io.Writer // gen and expect write their results here
+	Stderr io.Writer // logs, the progress bar, usage and the summary
+	// Signals delivers SIGINT/SIGTERM: the first stops reading and
+	// delivers what was read, a second aborts.
+	Signals <-chan os.Signal
+	// IsTerminal says whether Stderr is a terminal (--progress auto shows
+	// a bar then); TermWidth returns its width in columns (0 = unknown,
+	// may be nil).
+	IsTerminal bool
+	TermWidth  func() int
 }
 
-func run(args []string, e env) int {
+// Run runs the producer command line args (without the program name) and
+// returns the process exit code: ExitOK, ExitFailure, ExitUsage or
+// ExitInterrupted. The first argument may name a subcommand, gen or
+// expect; anything else is the publisher's flags.
+func Run(args []string, e Env) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "gen":
@@ -206,28 +216,28 @@ func run(args []string, e env) int {
 	return produceMain(args, e)
 }
 
-func produceMain(args []string, e env) int {
+func produceMain(args []string, e Env) int {
 	var cfg produceConfig
-	fs := produceFlags(&cfg, e.stderr)
+	fs := produceFlags(&cfg, e.Stderr)
 	if err := settings.Parse(fs, args, envPrefix, "config"); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+			return ExitOK
 		}
-		fmt.Fprintln(e.stderr, "producer:", err)
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "producer:", err)
+		return ExitUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "producer: unexpected argument %q (the input is --file PATH; subcommands: gen, expect)\n", fs.Arg(0))
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "producer: unexpected argument %q (the input is --file PATH; subcommands: gen, expect)\n", fs.Arg(0))
+		return ExitUsage
 	}
 	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(e.stderr, "producer:", strings.ReplaceAll(err.Error(), "\n", "\nproducer: "))
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "producer:", strings.ReplaceAll(err.Error(), "\n", "\nproducer: "))
+		return ExitUsage
 	}
 	log, err := logging.NewFormat(cfg.logLevel, cfg.logFormat)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "producer:", err)
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "producer:", err)
+		return ExitUsage
 	}
 	defer func() { _ = log.Sync() }()
 	// Errors here are about data and brokers, not code: no stack traces.
@@ -236,20 +246,20 @@ func produceMain(args []string, e env) int {
 }
 
 // produce runs a validated configuration.
-func produce(cfg *produceConfig, log *zap.Logger, e env) int {
+func produce(cfg *produceConfig, log *zap.Logger, e Env) int {
 	mode := cfg.progress
 	if mode == "auto" {
 		mode = "log"
-		if e.isTerminal {
+		if e.IsTerminal {
 			mode = "bar"
 		}
 	}
 	// The source belongs to the reading goroutine, which closes it.
-	src := &source{path: cfg.file, follow: cfg.follow, poll: cfg.followPoll, maxLen: cfg.maxLineBytes, log: log, stdin: e.stdin}
+	src := &source{path: cfg.file, follow: cfg.follow, poll: cfg.followPoll, maxLen: cfg.maxLineBytes, log: log, stdin: e.Stdin}
 
 	var pub *publisher
 	prog := &progress{
-		bar: mode == "bar", w: e.stderr, width: e.termWidth, interval: cfg.progressInterval,
+		bar: mode == "bar", w: e.Stderr, width: e.TermWidth, interval: cfg.progressInterval,
 		bytes: src.consumed.Load, total: src.total.Load, follow: cfg.follow, now: time.Now,
 	}
 	if prog.bar {
@@ -262,7 +272,7 @@ func produce(cfg *produceConfig, log *zap.Logger, e env) int {
 		var err error
 		if rejects, err = openRejects(cfg.rejects); err != nil {
 			log.Error("cannot open the rejects file", zap.Error(err))
-			return exitFailure
+			return ExitFailure
 		}
 	}
 
@@ -275,14 +285,14 @@ func produce(cfg *produceConfig, log *zap.Logger, e env) int {
 			if rejects != nil {
 				rejects.close()
 			}
-			return exitUsage
+			return ExitUsage
 		}
 		// An interrupt while waiting for the brokers ends the wait.
 		prepCtx, cancelPrep := context.WithCancel(context.Background())
 		prepDone := make(chan struct{})
 		go func() {
 			select {
-			case <-e.signals:
+			case <-e.Signals:
 				cancelPrep()
 			case <-prepDone:
 			}
@@ -298,9 +308,9 @@ func produce(cfg *produceConfig, log *zap.Logger, e env) int {
 				rejects.close()
 			}
 			if interruptedEarly {
-				return exitInterrupted
+				return ExitInterrupted
 			}
-			return exitFailure
+			return ExitFailure
 		}
 	}
 
@@ -350,13 +360,13 @@ func produce(cfg *produceConfig, log *zap.Logger, e env) int {
 	case <-stalled:
 		aborted = true
 		stopReading()
-	case sig := <-e.signals:
+	case sig := <-e.Signals:
 		interrupted = true
 		log.Info("interrupted: delivering the rows already read; interrupt again to abort", zap.String("signal", sig.String()))
 		stopReading()
 		select {
 		case loopErr = <-loopDone:
-		case <-e.signals:
+		case <-e.Signals:
 			aborted = true
 		case <-stalled:
 			aborted = true
@@ -375,7 +385,7 @@ func produce(cfg *produceConfig, log *zap.Logger, e env) int {
 	flushDone := make(chan struct{})
 	go func() {
 		select {
-		case <-e.signals:
+		case <-e.Signals:
 			log.Warn("second interrupt: aborting; rows not yet acknowledged are reported as such")
 			abort()
 		case <-stalled:
@@ -392,11 +402,11 @@ func produce(cfg *produceConfig, log *zap.Logger, e env) int {
 	close(flushDone)
 	prog.finish()
 
-	code := exitOK
+	code := ExitOK
 	if rejects != nil {
 		if err := rejects.close(); err != nil {
 			log.Error("rejects file incomplete", zap.Error(err))
-			code = exitFailure
+			code = ExitFailure
 		}
 	}
 
@@ -407,10 +417,10 @@ func produce(cfg *produceConfig, log *zap.Logger, e env) int {
 	case loopErr == nil, errors.Is(loopErr, io.EOF), errors.Is(loopErr, context.Canceled), errors.Is(loopErr, errDeliveryFailed):
 	case errors.As(loopErr, &strict):
 		log.Error("bad row", zap.Error(loopErr))
-		code = exitFailure
+		code = ExitFailure
 	default:
 		log.Error("stopped", zap.Error(loopErr))
-		code = exitFailure
+		code = ExitFailure
 	}
 	if sum.Failed > 0 || sum.Pending > 0 {
 		msg := fmt.Sprintf("%d of %d valid rows not acknowledged", sum.Failed+sum.Pending, sum.Sent)
@@ -424,13 +434,13 @@ func produce(cfg *produceConfig, log *zap.Logger, e env) int {
 		} else {
 			log.Error(msg + " (aborted before the brokers answered)")
 		}
-		code = exitFailure
+		code = ExitFailure
 	}
-	if code == exitOK && interrupted && !cfg.follow {
-		code = exitInterrupted
+	if code == ExitOK && interrupted && !cfg.follow {
+		code = ExitInterrupted
 	}
 	if prog.bar {
-		fmt.Fprintln(e.stderr, "producer: "+sum.String())
+		fmt.Fprintln(e.Stderr, "producer: "+sum.String())
 	} else {
 		log.Info("summary: "+sum.String(), sum.fields()...)
 	}

@@ -1,4 +1,4 @@
-package main
+package producer
 
 import (
 	"bufio"
@@ -25,10 +25,10 @@ give the same bytes. A one-line report of what was written goes to stderr.
 
 Usage: producer gen [flags]`
 
-func genMain(args []string, e env) int {
+func genMain(args []string, e Env) int {
 	def := synth.DefaultConfig()
 	fs := flag.NewFlagSet("producer gen", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.Stderr)
 	rows := fs.Int("rows", def.Rows, "data rows to write (header excluded), bad and duplicate rows included")
 	accounts := fs.Int("accounts", def.Accounts, "number of distinct accounts")
 	zipfS := fs.Float64("zipf-s", def.ZipfS, "Zipf exponent of the account distribution (0 = uniform; larger = more skewed)")
@@ -45,34 +45,34 @@ func genMain(args []string, e env) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+			return ExitOK
 		}
-		return exitUsage
+		return ExitUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "producer gen: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "producer gen: unexpected argument %q\n", fs.Arg(0))
+		return ExitUsage
 	}
 	ep, err := time.Parse(time.RFC3339, *epoch)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "producer gen: --epoch: %v\n", err)
-		return exitUsage
+		fmt.Fprintf(e.Stderr, "producer gen: --epoch: %v\n", err)
+		return ExitUsage
 	}
 	cfg := synth.Config{Rows: *rows, Accounts: *accounts, ZipfS: *zipfS, Seed: *seed,
 		BadFraction: *bad, DupFraction: *dup, Epoch: ep.UTC(), Interval: *interval}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(e.stderr, "producer gen:", err)
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "producer gen:", err)
+		return ExitUsage
 	}
-	st, err := writeGenerated(cfg, *out, e.stdout)
+	st, err := writeGenerated(cfg, *out, e.Stdout)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "producer gen:", err)
-		return exitFailure
+		fmt.Fprintln(e.Stderr, "producer gen:", err)
+		return ExitFailure
 	}
-	fmt.Fprintf(e.stderr, "producer gen: %d rows (%d valid, %d duplicates, %d bad: %d empty id, %d bad amount, %d field count, %d bad timestamp), %d accounts used, %d bytes\n",
+	fmt.Fprintf(e.Stderr, "producer gen: %d rows (%d valid, %d duplicates, %d bad: %d empty id, %d bad amount, %d field count, %d bad timestamp), %d accounts used, %d bytes\n",
 		st.Rows, st.Valid, st.Duplicates, st.Bad, st.BadByKind[synth.BadEmptyID], st.BadByKind[synth.BadAmount],
 		st.BadByKind[synth.BadFieldCount], st.BadByKind[synth.BadTimestamp], len(st.Accounts), st.Bytes)
-	return exitOK
+	return ExitOK
 }
 
 func writeGenerated(cfg synth.Config, out string, stdout io.Writer) (synth.Stats, error) {
@@ -109,9 +109,9 @@ package synth), so it can check their output.
 
 Usage: producer expect [flags] FILE|-`
 
-func expectMain(args []string, e env) int {
+func expectMain(args []string, e Env) int {
 	fs := flag.NewFlagSet("producer expect", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.Stderr)
 	maxLine := fs.Int("max-line-bytes", synth.DefaultMaxLineBytes, "longest valid CSV record in bytes")
 	asJSON := fs.Bool("json", false, "print JSON instead of Markdown tables")
 	fs.Usage = func() {
@@ -121,35 +121,35 @@ func expectMain(args []string, e env) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+			return ExitOK
 		}
-		return exitUsage
+		return ExitUsage
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(e.stderr, "producer expect: want exactly one FILE argument (- = stdin)")
-		return exitUsage
+		fmt.Fprintln(e.Stderr, "producer expect: want exactly one FILE argument (- = stdin)")
+		return ExitUsage
 	}
-	var in io.Reader = e.stdin
+	var in io.Reader = e.Stdin
 	if p := fs.Arg(0); p != "-" {
 		f, err := os.Open(p)
 		if err != nil {
-			fmt.Fprintln(e.stderr, "producer expect:", err)
-			return exitFailure
+			fmt.Fprintln(e.Stderr, "producer expect:", err)
+			return ExitFailure
 		}
 		defer f.Close()
 		in = f
 	}
 	res, err := synth.ExpectedWith(bufio.NewReaderSize(in, 1<<20), synth.Options{MaxLineBytes: *maxLine})
 	if err != nil {
-		fmt.Fprintln(e.stderr, "producer expect:", err)
-		return exitFailure
+		fmt.Fprintln(e.Stderr, "producer expect:", err)
+		return ExitFailure
 	}
 	if !*asJSON {
-		if err := res.WriteMarkdown(e.stdout); err != nil {
-			fmt.Fprintln(e.stderr, "producer expect:", err)
-			return exitFailure
+		if err := res.WriteMarkdown(e.Stdout); err != nil {
+			fmt.Fprintln(e.Stderr, "producer expect:", err)
+			return ExitFailure
 		}
-		return exitOK
+		return ExitOK
 	}
 	type acct struct {
 		Count int64  `json:"count"`
@@ -168,11 +168,11 @@ func expectMain(args []string, e env) int {
 	for k, a := range res.Accounts {
 		doc.Accounts[k] = acct{a.Count, res.Total(k)}
 	}
-	enc := json.NewEncoder(e.stdout)
+	enc := json.NewEncoder(e.Stdout)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(doc); err != nil {
-		fmt.Fprintln(e.stderr, "producer expect:", err)
-		return exitFailure
+		fmt.Fprintln(e.Stderr, "producer expect:", err)
+		return ExitFailure
 	}
-	return exitOK
+	return ExitOK
 }

@@ -1,4 +1,4 @@
-package main
+package producer
 
 import (
 	"bytes"
@@ -49,7 +49,7 @@ func runCmd(t *testing.T, stdin io.Reader, sigs chan os.Signal, args ...string) 
 	if sigs == nil {
 		sigs = make(chan os.Signal, 2)
 	}
-	code := run(args, env{stdin: stdin, stdout: &out, stderr: &errb, signals: sigs})
+	code := Run(args, Env{Stdin: stdin, Stdout: &out, Stderr: &errb, Signals: sigs})
 	return runResult{code, out.String(), errb.String()}
 }
 
@@ -85,7 +85,7 @@ func consume(t *testing.T, addr, topic string, n int) []*kgo.Record {
 	return recs
 }
 
-func sampleFile() string { return filepath.Join("..", "..", "testdata", "transactions.csv") }
+func sampleFile() string { return filepath.Join("..", "testdata", "transactions.csv") }
 
 func TestRunProducesSampleFile(t *testing.T) {
 	_, addr := startKfake(t)
@@ -162,8 +162,8 @@ func TestRunDeliveryFailure(t *testing.T) {
 	})
 	r := runCmd(t, strings.NewReader("transaction_id,amount\nt1,1\nt2,2\n"), nil,
 		"--brokers", addr, "--file", "-", "--log-level", "error")
-	if r.code != exitFailure {
-		t.Fatalf("exit %d, want %d", r.code, exitFailure)
+	if r.code != ExitFailure {
+		t.Fatalf("exit %d, want %d", r.code, ExitFailure)
 	}
 }
 
@@ -208,8 +208,8 @@ func TestRunInterruptStdin(t *testing.T) {
 	sigs <- syscall.SIGINT // the read of the pipe is blocked: the producer finishes without it
 	select {
 	case r := <-done:
-		if r.code != exitInterrupted {
-			t.Fatalf("exit %d, want %d", r.code, exitInterrupted)
+		if r.code != ExitInterrupted {
+			t.Fatalf("exit %d, want %d", r.code, ExitInterrupted)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("producer did not stop after SIGINT")
@@ -253,8 +253,8 @@ func TestRunUsageErrors(t *testing.T) {
 		{"expect"},
 	} {
 		r := runCmd(t, nil, nil, args...)
-		if r.code != exitUsage {
-			t.Errorf("%q: exit %d, want %d (%s)", args, r.code, exitUsage, r.stderr)
+		if r.code != ExitUsage {
+			t.Errorf("%q: exit %d, want %d (%s)", args, r.code, ExitUsage, r.stderr)
 		}
 	}
 	if r := runCmd(t, nil, nil, "--help"); r.code != 0 || !strings.Contains(r.stderr, "TXSTREAM_BROKERS") {
@@ -268,11 +268,11 @@ func TestRunDryRunStrict(t *testing.T) {
 		t.Fatalf("dry run: exit %d", r.code)
 	}
 	r = runCmd(t, nil, nil, "--dry-run", "--strict", "--file", sampleFile(), "--log-level", "error")
-	if r.code != exitFailure {
+	if r.code != ExitFailure {
 		t.Fatalf("strict dry run: exit %d", r.code)
 	}
 	r = runCmd(t, strings.NewReader("account_id,amount\n"), nil, "--dry-run", "--file", "-", "--log-level", "error")
-	if r.code != exitFailure {
+	if r.code != ExitFailure {
 		t.Fatalf("bad header: exit %d", r.code)
 	}
 }
@@ -280,7 +280,7 @@ func TestRunDryRunStrict(t *testing.T) {
 func TestRunNoBroker(t *testing.T) {
 	r := runCmd(t, strings.NewReader("transaction_id,amount\nt1,1\n"), nil,
 		"--brokers", "127.0.0.1:1", "--connect-timeout", "300ms", "--file", "-", "--log-level", "error")
-	if r.code != exitFailure {
+	if r.code != ExitFailure {
 		t.Fatalf("exit %d", r.code)
 	}
 }
@@ -340,8 +340,8 @@ func TestRunBrokerNeverAnswers(t *testing.T) {
 	start := time.Now()
 	r := runCmd(t, strings.NewReader("transaction_id,amount\nt1,1\nt2,2\n"), nil,
 		"--brokers", addr, "--file", "-", "--log-level", "error", "--delivery-timeout", "1s")
-	if r.code != exitFailure {
-		t.Fatalf("exit %d, want %d", r.code, exitFailure)
+	if r.code != ExitFailure {
+		t.Fatalf("exit %d, want %d", r.code, ExitFailure)
 	}
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("took %v", d)
@@ -374,8 +374,8 @@ func TestRunInterruptWhileConnecting(t *testing.T) {
 	sigs <- syscall.SIGINT
 	select {
 	case r := <-done:
-		if r.code != exitInterrupted {
-			t.Fatalf("exit %d, want %d", r.code, exitInterrupted)
+		if r.code != ExitInterrupted {
+			t.Fatalf("exit %d, want %d", r.code, ExitInterrupted)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the producer kept waiting for the broker after SIGINT")
