@@ -1,6 +1,8 @@
 // Package synth generates deterministic synthetic transaction CSV for tests,
-// benchmarks and demos, and computes the results a correct consumer must
-// produce for any such CSV (see Expected).
+// benchmarks and demos, computes the results a correct consumer must
+// produce for any such CSV (see Expected), and checks what a consumer wrote
+// against them (see OutputChecker). It is the independent oracle: it
+// imports none of the consumer's packages.
 //
 // The generator writes the columns transaction_id,account_id,amount,timestamp.
 // Accounts follow a Zipf distribution (a few hot accounts, a long tail),
