@@ -1,4 +1,4 @@
-package pipeline
+package pipeline_test
 
 import (
 	"bufio"
@@ -20,9 +20,11 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/job"
 	"github.com/txstream/txstream/offsets"
+	"github.com/txstream/txstream/pipeline"
 	"github.com/txstream/txstream/synth"
 )
 
@@ -102,14 +104,14 @@ func (r *loopRig) produce(ctx context.Context, rate int) {
 }
 
 // engine builds a member of group "g" with instance id id.
-func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPoll func()) (*Engine, error) {
+func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPoll func()) (*pipeline.Engine, error) {
 	src, err := offsets.New(offsets.Config{Topic: loopTopic, Group: "g", InstanceID: id, TransactionalID: "t-" + id,
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
 		ConnOpts: r.seeds, Logger: log, RebalanceAnytime: anytime})
 	if err != nil {
 		return nil, err
 	}
-	sink, err := NewKafkaSink(context.Background(), src, KafkaSinkConfig{Group: "g", Topic: loopTopic, ProgressTopic: "progress"})
+	sink, err := pipeline.NewKafkaSink(context.Background(), src, pipeline.KafkaSinkConfig{Group: "g", Topic: loopTopic, ProgressTopic: "progress"})
 	if err != nil {
 		src.Close()
 		return nil, err
@@ -119,12 +121,15 @@ func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPol
 		src.Close()
 		return nil, err
 	}
-	cfg := Config{Topic: loopTopic, OutputTopic: "out", DLQTopic: "dlq", Group: "g", ProgressTopic: "progress",
+	cfg := pipeline.Config{Topic: loopTopic, OutputTopic: "out", DLQTopic: "dlq", Group: "g", ProgressTopic: "progress",
 		CommitInterval: 100 * time.Millisecond, CheckpointInterval: 700 * time.Millisecond, MaxPollRecords: 200,
 		DataDir: filepath.Join(dir, "data-"+id), ExitWhenIdle: 4 * time.Second, ReplayConnOpts: r.seeds,
-		Job: map[string]string{"operator": AggregatorName}, Logger: log, afterPoll: afterPoll}
-	newOp := func() Operator { return NewAggregator(AggregatorConfig{}) }
-	return NewEngine(cfg, src, sink, newOp, ck), nil
+		Logger: log}
+	pipeline.SetAfterPoll(&cfg, afterPoll)
+	newOp := func() pipeline.Operator { return aggregate.New(aggregate.Config{}) }
+	cfg.Job = pipeline.StateSettings(newOp())
+	cfg.Job["topic"] = loopTopic
+	return pipeline.NewEngine(cfg, src, sink, newOp, ck), nil
 }
 
 // verify reads the committed output and checks every record against a
@@ -152,7 +157,7 @@ func (r *loopRig) verify() {
 			if rec.Topic == "dlq" {
 				var src string
 				for _, h := range rec.Headers {
-					if h.Key == HeaderSrcPartition || h.Key == HeaderSrcOffset {
+					if h.Key == pipeline.HeaderSrcPartition || h.Key == pipeline.HeaderSrcOffset {
 						src += string(h.Value) + "/"
 					}
 				}
@@ -207,7 +212,7 @@ func (r *loopRig) verify() {
 }
 
 // run runs the engine until it finishes on idle input.
-func runEngine(t *testing.T, e *Engine) {
+func runEngine(t *testing.T, e *pipeline.Engine) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -245,10 +250,10 @@ func TestLoopGroupEventBetweenPollAndProcess(t *testing.T) {
 				joinOther() // holds half the partitions until the hook lets it go
 			}
 			var polls, fired atomic.Int32
-			var e *Engine
+			var e *pipeline.Engine
 			hook := func() {
 				// Fire once the epoch is open with records in it.
-				if fired.Load() > 0 || polls.Add(1) < 20 || !e.ep.open {
+				if fired.Load() > 0 || polls.Add(1) < 20 || !e.EpochOpen() {
 					return
 				}
 				fired.Add(1)
@@ -268,7 +273,7 @@ func TestLoopGroupEventBetweenPollAndProcess(t *testing.T) {
 					acl.Close()
 				}
 				deadline := time.Now().Add(15 * time.Second)
-				for len(e.src.Events()) == 0 {
+				for e.PendingEvents() == 0 {
 					if time.Now().After(deadline) {
 						t.Errorf("no %s event within 15 s", kind)
 						return

@@ -1,10 +1,15 @@
-// Package pipeline owns processing: the deterministic keyed operator, the
-// per-partition Pebble state with its epoch batches, the sinks that own the
-// commit point, and the loop that ties source, operator, sink and snapshots
-// together.
+// Package pipeline is the generic engine: the operator interface
+// (Operator, with the optional Expirer and Compatibility), the
+// per-partition Pebble stores with their epoch overlays, the sinks that own
+// the commit point, and the loop that ties source, operator, sink and
+// snapshots together, with its epochs, recovery (planner and executor),
+// snapshots and savepoints. It knows nothing about what an operator
+// computes; txstream's built-in operator, the transaction aggregator, is
+// package aggregate.
 package pipeline
 
 import (
+	"maps"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -60,4 +65,33 @@ type Operator interface {
 	// change it when the state encoding changes incompatibly.
 	Name() string
 	Process(rec *Record, st State, out Emitter) error
+}
+
+// Compatibility is implemented by operators whose state depends on
+// settings besides their Name. StateSettings returns them; the job puts
+// them in Config.Job (see the function StateSettings), which the engine
+// records in every snapshot and compares when it restores one: a snapshot
+// is restored only if every setting both have is unchanged (otherwise
+// ErrIncompatibleState). Include "operator": Name(). Keep keys and values
+// stable across releases, or existing snapshots stop being restorable.
+type Compatibility interface {
+	StateSettings() map[string]string
+}
+
+// StateSettings is op's part of the job settings a snapshot must match: a
+// copy of its StateSettings if it implements Compatibility, with
+// "operator" set to op.Name() when missing; just the latter otherwise.
+// The caller adds its own settings (the input topic) to the map.
+func StateSettings(op Operator) map[string]string {
+	m := map[string]string{}
+	if c, ok := op.(Compatibility); ok {
+		m = maps.Clone(c.StateSettings())
+		if m == nil {
+			m = map[string]string{}
+		}
+	}
+	if _, ok := m["operator"]; !ok {
+		m["operator"] = op.Name()
+	}
+	return m
 }

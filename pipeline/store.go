@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,11 +26,6 @@ type Store struct {
 	// it only probes (dedup entries). Used only by the partition's
 	// processing goroutine; bounded by hotMax entries.
 	hot map[string][]byte
-	// expireCursor is where the next expiry scan starts (Expirer): every
-	// key below it in the expiring range has been deleted. Scanning from
-	// it keeps the scan off the tombstones of earlier expiries, which stay
-	// until compactions drop them. Nil: from the start.
-	expireCursor []byte
 }
 
 const hotMax = 200_000
@@ -140,6 +136,50 @@ func (s *Store) readCommitted(key []byte) ([]byte, bool, error) {
 	return v, ok, err
 }
 
+// NewIter iterates over the committed state in [lower, upper) (nil: no
+// bound), for operators that scan their state outside Process (Expirer).
+// It sees neither an open epoch's writes nor later writes; the caller
+// closes it. The store's offset key (it starts with 0xff 0xff) is in the
+// range when upper is nil or above it: bound the scan to the operator's
+// own key prefix.
+func (s *Store) NewIter(lower, upper []byte) (*pebble.Iterator, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("iterating over state store %s: %w", s.dir, err)
+	}
+	return it, nil
+}
+
+// DeleteKeys deletes committed keys in one unsynced batch (like an epoch's
+// apply: durability comes from snapshots and replay) and drops them from
+// the hot cache, so that later reads do not see them. It is for operators
+// that remove state outside Process (Expirer), from the partition's
+// processing goroutine and not while an epoch holds writes of the same
+// keys. It refuses the store's offset key, which only the engine writes.
+// The keys are not retained.
+func (s *Store) DeleteKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, k := range keys {
+		if bytes.Equal(k, offsetKey) {
+			return fmt.Errorf("state store %s: DeleteKeys: the offset key belongs to the engine", s.dir)
+		}
+		if err := b.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	if err := s.db.Apply(b, pebble.NoSync); err != nil {
+		return fmt.Errorf("deleting %d keys from state store %s: %w", len(keys), s.dir, err)
+	}
+	for _, k := range keys {
+		delete(s.hot, string(k))
+	}
+	return nil
+}
+
 // Offset is the next input offset the store expects; -1 for a new store.
 func (s *Store) Offset() (int64, error) {
 	v, ok, err := s.Get(offsetKey)
@@ -203,6 +243,33 @@ func (s *Store) Remove() error {
 	return os.RemoveAll(s.dir)
 }
 
+// Overlay is an epoch's view of a store, the State the engine gives an
+// operator: reads see the epoch's writes, which stay in memory until Apply
+// writes them, with the next input offset, in one batch (after the
+// epoch's commit); Discard drops them (an aborted epoch). The engine keeps
+// its own per partition: Overlay lets an operator's tests and tools drive
+// a Store through epochs as the engine does. Not safe for concurrent use.
+type Overlay struct{ o *overlay }
+
+// NewOverlay starts an empty epoch on s.
+func NewOverlay(s *Store) *Overlay { return &Overlay{newOverlay(s)} }
+
+// Get implements State.
+func (o *Overlay) Get(key []byte) ([]byte, bool, error) { return o.o.Get(key) }
+
+// Set implements State.
+func (o *Overlay) Set(key, value []byte) error { return o.o.Set(key, value) }
+
+// Delete implements State.
+func (o *Overlay) Delete(key []byte) error { return o.o.Delete(key) }
+
+// Apply writes the epoch's writes and nextOffset (Store.Offset) to the
+// store in one batch and starts the next epoch.
+func (o *Overlay) Apply(nextOffset int64) error { return o.o.apply(nextOffset) }
+
+// Discard drops the epoch's writes.
+func (o *Overlay) Discard() { o.o.reset() }
+
 // overlay is an epoch's view of one partition: reads go through it, writes
 // stay in it until the sink commits, then they are applied in one batch.
 // Aborting an epoch is dropping the overlay.
@@ -229,7 +296,8 @@ func (o *overlay) Get(key []byte) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("state read: %w", err)
 	}
-	// Cache reads too: the aggregator reads a key right before writing it.
+	// Cache reads too: operators (the aggregator) read a key right before
+	// writing it.
 	o.m[string(key)] = entry{val: v, deleted: !ok}
 	o.bytes += len(key) + len(v) + 64
 	return v, ok, nil

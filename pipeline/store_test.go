@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 )
 
 // walBytes sums the WAL files (*.log) a checkpoint copied.
@@ -96,5 +98,109 @@ func TestPrepareCheckpointFlushesBigWAL(t *testing.T) {
 	}
 	if off, err := r.Offset(); err != nil || off != next {
 		t.Errorf("checkpoint offset = %d, %v; want %d", off, err, next)
+	}
+}
+
+func TestOverlayAbortDiscards(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "s"), zaptest.NewLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ov := newOverlay(st)
+	_ = ov.Set([]byte("k"), []byte("committed"))
+	if err := ov.apply(10); err != nil {
+		t.Fatal(err)
+	}
+	_ = ov.Set([]byte("k"), []byte("aborted"))
+	_ = ov.Set([]byte("k2"), []byte("aborted"))
+	if v, _, _ := ov.Get([]byte("k")); string(v) != "aborted" {
+		t.Fatalf("reads must see the epoch's writes, got %q", v)
+	}
+	ov.reset() // epoch aborted
+	if v, ok, _ := st.Get([]byte("k")); !ok || string(v) != "committed" {
+		t.Fatalf("store has %q after abort", v)
+	}
+	if _, ok, _ := st.Get([]byte("k2")); ok {
+		t.Fatal("aborted write reached the store")
+	}
+	if off, _ := st.Offset(); off != 10 {
+		t.Fatalf("offset %d", off)
+	}
+}
+
+// TestDeleteKeys: the API operators remove state with outside an epoch
+// (Expirer) deletes committed keys, drops them from the hot cache, keeps
+// the offset, and refuses the offset key; NewIter sees the committed keys
+// in its bounds only.
+func TestDeleteKeys(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "s"), zaptest.NewLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ov := newOverlay(st)
+	for _, k := range []string{"a/1", "a/2", "x/1", "x/2", "x/3", "y/1"} {
+		_ = ov.Set([]byte(k), []byte("v"+k))
+	}
+	if err := ov.apply(7); err != nil {
+		t.Fatal(err)
+	}
+	// An epoch's read of a found key caches it.
+	if _, ok, _ := ov.Get([]byte("x/1")); !ok {
+		t.Fatal("x/1 not found")
+	}
+	if _, cached := st.hot["x/1"]; !cached {
+		t.Fatal("a found committed key is not cached: the test proves nothing")
+	}
+	ov.reset()
+
+	keys := func(lower, upper string) []string {
+		t.Helper()
+		var lo, up []byte
+		if lower != "" {
+			lo = []byte(lower)
+		}
+		if upper != "" {
+			up = []byte(upper)
+		}
+		it, err := st.NewIter(lo, up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		var ks []string
+		for it.First(); it.Valid(); it.Next() {
+			ks = append(ks, string(it.Key()))
+		}
+		return ks
+	}
+	if got := keys("x/", "x0"); !slices.Equal(got, []string{"x/1", "x/2", "x/3"}) {
+		t.Fatalf("NewIter(x/, x0) = %q", got)
+	}
+
+	if err := st.DeleteKeys([][]byte{[]byte("x/1"), []byte("x/2"), []byte("a/1")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys("", "\xff"); !slices.Equal(got, []string{"a/2", "x/3", "y/1"}) {
+		t.Fatalf("after DeleteKeys: %q", got)
+	}
+	if _, ok, _ := newOverlay(st).Get([]byte("x/1")); ok {
+		t.Fatal("a deleted key is still served by the hot cache")
+	}
+	if off, _ := st.Offset(); off != 7 {
+		t.Fatalf("offset %d after DeleteKeys, want 7", off)
+	}
+	if err := st.DeleteKeys([][]byte{[]byte("a/2"), offsetKey}); err == nil {
+		t.Fatal("DeleteKeys deleted the offset key")
+	}
+	if _, ok, _ := st.Get([]byte("a/2")); !ok {
+		t.Fatal("a refused DeleteKeys call deleted some of its keys")
+	}
+	if off, _ := st.Offset(); off != 7 {
+		t.Fatalf("offset %d after a refused DeleteKeys, want 7", off)
+	}
+	if err := st.DeleteKeys(nil); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/job"
 	"github.com/txstream/txstream/pipeline"
@@ -366,13 +367,13 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := s.b.Stats()
-	res, err := st.Lookup(pipeline.AccountKey(nil, id))
+	res, err := st.Lookup(aggregate.AccountKey(nil, id))
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "reading state: "+err.Error(), nil)
 		return
 	}
 	if res.Found {
-		var a pipeline.AccountState
+		var a aggregate.AccountState
 		if err := a.Decode(res.Value); err != nil {
 			writeError(w, http.StatusInternalServerError, fmt.Sprintf("account %q: %v", id, err), nil)
 			return

@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/apd/v3"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/job"
 	"github.com/txstream/txstream/pipeline"
@@ -171,7 +172,7 @@ func accountFor(t *testing.T, p, n int32) string {
 
 func TestAccountQuery(t *testing.T) {
 	s, b := newTest(t, "127.0.0.1:8081", "")
-	var st pipeline.AccountState
+	var st aggregate.AccountState
 	st.Count = 3
 	if _, _, err := st.Total.SetString("12.50"); err != nil {
 		t.Fatal(err)
@@ -183,7 +184,7 @@ func TestAccountQuery(t *testing.T) {
 	st.LastOffset = 41
 	known := accountFor(t, 1, 4)
 	b.stats.set(func(f *fakeStats) {
-		f.state[1] = map[string][]byte{string(pipeline.AccountKey(nil, known)): st.Encode(nil)}
+		f.state[1] = map[string][]byte{string(aggregate.AccountKey(nil, known)): st.Encode(nil)}
 		f.state[2] = map[string][]byte{}
 	})
 
@@ -556,7 +557,7 @@ func TestPipelineStatsAdapter(t *testing.T) {
 	if c := st.Counters(); c.RecordsIn != 5 || c.RecordsOut != 4 || c.DeadLetters != 1 || c.Duplicates != 2 || c.SnapshotFailures != 3 {
 		t.Errorf("counters = %+v", c)
 	}
-	r, err := st.Lookup(pipeline.AccountKey(nil, "x"))
+	r, err := st.Lookup(aggregate.AccountKey(nil, "x"))
 	if err != nil || r.Found || len(r.Owned) != 0 {
 		t.Errorf("lookup on empty stats = %+v, %v", r, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/txstream/txstream/job"
 	"github.com/txstream/txstream/kconn"
 	"github.com/txstream/txstream/logging"
+	"github.com/txstream/txstream/pipeline"
 	"github.com/txstream/txstream/settings"
 	"github.com/txstream/txstream/txcsv"
 )
@@ -299,13 +300,13 @@ func (c *config) logger() (*zap.Logger, error) {
 	return logging.NewFormat(c.logLevel, c.logFormat)
 }
 
-// jobSettings are the settings a snapshot must match to be restored.
-func (c *config) jobSettings(operator string) map[string]string {
-	return map[string]string{
-		"operator":     operator,
-		"dedup_window": c.dedupWindow.String(),
-		"topic":        c.topic,
-	}
+// jobSettings are the settings a snapshot must match to be restored: the
+// operator's own (pipeline.StateSettings: for the aggregator, operator and
+// dedup_window) and the input topic.
+func (c *config) jobSettings(op pipeline.Operator) map[string]string {
+	m := pipeline.StateSettings(op)
+	m["topic"] = c.topic
+	return m
 }
 
 // parseBytes reads a size such as 400MiB, 1GiB, 512MB or a plain number of

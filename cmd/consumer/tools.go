@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/pipeline"
 )
@@ -272,14 +273,14 @@ func inspectCheckpoint(ctx context.Context, store *checkpoint.Store, topic strin
 		return err
 	}
 	defer st.Close()
-	v, ok, err := st.Get(pipeline.AccountKey(nil, key))
+	v, ok, err := st.Get(aggregate.AccountKey(nil, key))
 	if err != nil {
 		return err
 	}
 	out := map[string]any{"snapshot": m.ID, "topic": topic, "partition": p, "topic_id": m.TopicID, "cluster_id": m.ClusterID,
 		"offset": m.Offset, "account_id": key, "found": ok}
 	if ok {
-		var a pipeline.AccountState
+		var a aggregate.AccountState
 		if err := a.Decode(v); err != nil {
 			return fmt.Errorf("account %q in snapshot %s: %w", key, m.ID, err)
 		}

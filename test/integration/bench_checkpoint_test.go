@@ -29,6 +29,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/zap"
 
+	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/pipeline"
 )
@@ -309,7 +310,7 @@ var ckbBases sync.Map // "<accounts>/<variant>" -> *ckbBase
 // checkpoint.Store.Publish / Restore.
 //
 // Each run of a size clones the same store of N accounts (one aggregate from
-// pipeline.AccountState.Encode and one 16-byte dedup record per account,
+// aggregate.AccountState.Encode and one 16-byte dedup record per account,
 // loaded in random order), takes a first snapshot and then ckbRounds
 // rounds of: 10% of the accounts (random, seeded by run and round) receive one transaction
 // each (read the aggregate and the dedup key, write the new aggregate and
@@ -463,8 +464,8 @@ func (g *ckbState) dedupVal(r *rand.Rand, t time.Time) []byte {
 }
 
 // initial is a plausible aggregate after a few hundred transactions.
-func (g *ckbState) initial(r *rand.Rand) pipeline.AccountState {
-	var s pipeline.AccountState
+func (g *ckbState) initial(r *rand.Rand) aggregate.AccountState {
+	var s aggregate.AccountState
 	s.Count = 1 + r.Int64N(500)
 	lo := 1 + r.Int64N(5_000)
 	hi := lo + r.Int64N(500_000)
@@ -478,7 +479,7 @@ func (g *ckbState) initial(r *rand.Rand) pipeline.AccountState {
 }
 
 // apply adds one transaction to s.
-func (g *ckbState) apply(r *rand.Rand, s *pipeline.AccountState, t time.Time) error {
+func (g *ckbState) apply(r *rand.Rand, s *aggregate.AccountState, t time.Time) error {
 	var amt apd.Decimal
 	amt.SetFinite(1+r.Int64N(100_000), -2)
 	if s.Count == 0 {
@@ -549,7 +550,7 @@ func ckbBuild(b *testing.B, root string, cache *pebble.Cache, accounts int, v ck
 	for _, i := range r.Perm(accounts) {
 		acct := g.account(i)
 		s := g.initial(r)
-		g.keyBuf = pipeline.AccountKey(g.keyBuf, acct)
+		g.keyBuf = aggregate.AccountKey(g.keyBuf, acct)
 		g.valBuf = s.Encode(g.valBuf[:0])
 		if err := e.set(g.keyBuf, g.valBuf); err != nil {
 			b.Fatal(err)
@@ -774,7 +775,7 @@ func ckbRun(b *testing.B, root string, cache *pebble.Cache, accounts int, v ckbV
 			}
 		}
 		pub := func(s *checkpoint.Store, m *ckbMode, last *checkpoint.Meta) {
-			meta, ps, err := s.Publish(ctx, ckbTopic, 0, g.next, staging, map[string]string{"operator": pipeline.AggregatorName})
+			meta, ps, err := s.Publish(ctx, ckbTopic, 0, g.next, staging, map[string]string{"operator": aggregate.Name})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -827,8 +828,8 @@ func ckbRun(b *testing.B, root string, cache *pebble.Cache, accounts int, v ckbV
 		tx := g.now.Add(time.Duration(round) * 5 * time.Second)
 		for _, i := range r.Perm(accounts)[:perRound] {
 			acct := g.account(i)
-			g.keyBuf = pipeline.AccountKey(g.keyBuf, acct)
-			var s pipeline.AccountState
+			g.keyBuf = aggregate.AccountKey(g.keyBuf, acct)
+			var s aggregate.AccountState
 			val, ok, err := st.Get(g.keyBuf)
 			if err != nil || !ok {
 				b.Fatalf("account %s: found=%v err=%v", acct, ok, err)

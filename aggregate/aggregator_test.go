@@ -1,10 +1,11 @@
-package pipeline
+package aggregate
 
 import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/txstream/txstream/pipeline"
 	"github.com/txstream/txstream/txcsv"
 )
 
@@ -35,11 +37,11 @@ func (c *captured) Skipped(string)              { c.dups++ }
 
 var t0 = time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)
 
-func rec(off int64, value string, headers ...kgo.RecordHeader) *Record {
-	return &Record{Topic: "in", Partition: 0, Offset: off, Value: []byte(value), Headers: headers, Timestamp: t0}
+func rec(off int64, value string, headers ...kgo.RecordHeader) *pipeline.Record {
+	return &pipeline.Record{Topic: "in", Partition: 0, Offset: off, Value: []byte(value), Headers: headers, Timestamp: t0}
 }
 
-func run(t *testing.T, a *Aggregator, st State, values ...string) *captured {
+func run(t *testing.T, a *Aggregator, st pipeline.State, values ...string) *captured {
 	t.Helper()
 	c := &captured{}
 	for i, v := range values {
@@ -77,7 +79,7 @@ func decodeOut(t *testing.T, v string) outRow {
 }
 
 func TestAggregatorExactDecimals(t *testing.T) {
-	a := NewAggregator(AggregatorConfig{})
+	a := New(Config{})
 	c := run(t, a, memState{},
 		"t1,A,0.10,2024-05-01T10:00:00Z",
 		"t2,A,0.20,2024-05-01T10:00:01Z",
@@ -97,7 +99,7 @@ func TestAggregatorExactDecimals(t *testing.T) {
 }
 
 func TestAggregatorDedup(t *testing.T) {
-	a := NewAggregator(AggregatorConfig{DedupWindow: time.Hour})
+	a := New(Config{DedupWindow: time.Hour})
 	st := memState{}
 	c := run(t, a, st,
 		"t1,A,5.00,2024-05-01T10:00:00Z",
@@ -120,7 +122,7 @@ func TestAggregatorDedup(t *testing.T) {
 }
 
 func TestAggregatorColumnsHeaderAndDefaults(t *testing.T) {
-	a := NewAggregator(AggregatorConfig{})
+	a := New(Config{})
 	st := memState{}
 	h := kgo.RecordHeader{Key: txcsv.HeaderColumns, Value: []byte("amount,timestamp,note,account_id,transaction_id")}
 	c := &captured{}
@@ -154,7 +156,7 @@ func TestAggregatorColumnsHeaderAndDefaults(t *testing.T) {
 }
 
 func TestAggregatorBadRowsGoToDLQ(t *testing.T) {
-	a := NewAggregator(AggregatorConfig{MaxLineBytes: 64})
+	a := New(Config{MaxLineBytes: 64})
 	c := run(t, a, memState{},
 		",A,1.00,2024-05-01T10:00:00Z",
 		"t1,A,,2024-05-01T10:00:00Z",
@@ -189,27 +191,27 @@ func TestAggregatorDeterministic(t *testing.T) {
 		acc := fmt.Sprintf("ACC-%d", (i*7)%13)
 		values = append(values, fmt.Sprintf("t%d,%s,%d.%02d,2024-05-01T10:%02d:%02dZ", i, acc, i%97, i%100, (i/60)%60, i%60))
 	}
-	ref := run(t, NewAggregator(AggregatorConfig{}), memState{}, values...)
+	ref := run(t, New(Config{}), memState{}, values...)
 
 	for _, epoch := range []int{1, 7, 500, 3000} {
-		st, err := OpenStore(filepath.Join(t.TempDir(), "s"), zaptest.NewLogger(t), nil)
+		st, err := pipeline.OpenStore(filepath.Join(t.TempDir(), "s"), zaptest.NewLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ov := newOverlay(st)
-		a := NewAggregator(AggregatorConfig{})
+		ov := pipeline.NewOverlay(st)
+		a := New(Config{})
 		c := &captured{}
 		for i, v := range values {
 			if err := a.Process(rec(int64(i), v), ov, c); err != nil {
 				t.Fatal(err)
 			}
 			if (i+1)%epoch == 0 {
-				if err := ov.apply(int64(i + 1)); err != nil {
+				if err := ov.Apply(int64(i + 1)); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
-		if err := ov.apply(int64(len(values))); err != nil {
+		if err := ov.Apply(int64(len(values))); err != nil {
 			t.Fatal(err)
 		}
 		if len(c.out) != len(ref.out) || c.dups != ref.dups || len(c.dlq) != len(ref.dlq) {
@@ -231,7 +233,7 @@ func TestAggregatorDeterministic(t *testing.T) {
 }
 
 func TestAccountStateRoundTrip(t *testing.T) {
-	a := NewAggregator(AggregatorConfig{})
+	a := New(Config{})
 	st := memState{}
 	run(t, a, st, "t1,A,12.345,2024-05-01T10:00:00Z", "t2,A,-3,2024-05-02T10:00:00Z")
 	var s AccountState
@@ -246,34 +248,6 @@ func TestAccountStateRoundTrip(t *testing.T) {
 		if err := new(AccountState).Decode(bad); err == nil {
 			t.Errorf("Decode(%v) accepted corrupt state", bad)
 		}
-	}
-}
-
-func TestOverlayAbortDiscards(t *testing.T) {
-	st, err := OpenStore(filepath.Join(t.TempDir(), "s"), zaptest.NewLogger(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ov := newOverlay(st)
-	_ = ov.Set([]byte("k"), []byte("committed"))
-	if err := ov.apply(10); err != nil {
-		t.Fatal(err)
-	}
-	_ = ov.Set([]byte("k"), []byte("aborted"))
-	_ = ov.Set([]byte("k2"), []byte("aborted"))
-	if v, _, _ := ov.Get([]byte("k")); string(v) != "aborted" {
-		t.Fatalf("reads must see the epoch's writes, got %q", v)
-	}
-	ov.reset() // epoch aborted
-	if v, ok, _ := st.Get([]byte("k")); !ok || string(v) != "committed" {
-		t.Fatalf("store has %q after abort", v)
-	}
-	if _, ok, _ := st.Get([]byte("k2")); ok {
-		t.Fatal("aborted write reached the store")
-	}
-	if off, _ := st.Offset(); off != 10 {
-		t.Fatalf("offset %d", off)
 	}
 }
 
@@ -315,6 +289,25 @@ func TestAccountStateCodec(t *testing.T) {
 	for i := 1; i < len(enc); i++ { // every truncation is an error, never a panic
 		if err := new(AccountState).Decode(enc[:i]); err == nil {
 			t.Fatalf("truncated state (%d of %d bytes) decoded without error", i, len(enc))
+		}
+	}
+}
+
+// The compatibility settings are the keys and values the consumer has
+// always recorded in snapshots (before the operator supplied them), so
+// existing snapshots stay restorable.
+func TestStateSettings(t *testing.T) {
+	for _, c := range []struct {
+		cfg    Config
+		window string
+	}{{Config{}, "168h0m0s"}, {Config{DedupWindow: 90 * time.Minute}, "1h30m0s"}} {
+		a := New(c.cfg)
+		want := map[string]string{"operator": "txstream.aggregator/v2", "dedup_window": c.window}
+		if got := a.StateSettings(); !maps.Equal(got, want) {
+			t.Errorf("StateSettings() = %v, want %v", got, want)
+		}
+		if got := pipeline.StateSettings(a); !maps.Equal(got, want) {
+			t.Errorf("pipeline.StateSettings = %v, want %v", got, want)
 		}
 	}
 }

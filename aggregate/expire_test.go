@@ -1,4 +1,4 @@
-package pipeline
+package aggregate
 
 import (
 	"bytes"
@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/zap"
 
+	"github.com/txstream/txstream/pipeline"
 	"github.com/txstream/txstream/txcsv"
 )
 
@@ -40,17 +40,17 @@ type timedRec struct {
 	kafka time.Time
 }
 
-func timedRecord(off int64, r timedRec) *Record {
-	return &Record{Topic: "in", Partition: 0, Offset: off, Value: []byte(r.value), Timestamp: r.kafka}
+func timedRecord(off int64, r timedRec) *pipeline.Record {
+	return &pipeline.Record{Topic: "in", Partition: 0, Offset: off, Value: []byte(r.value), Timestamp: r.kafka}
 }
 
 func row(id, acct string, cents int, at time.Time) string {
 	return fmt.Sprintf("%s,%s,%d.%02d,%s", id, acct, cents/100, cents%100, at.UTC().Format(time.RFC3339Nano))
 }
 
-func openTestStore(t testing.TB) *Store {
+func openTestStore(t testing.TB) *pipeline.Store {
 	t.Helper()
-	st, err := OpenStore(filepath.Join(t.TempDir(), "s"), zap.NewNop(), nil)
+	st, err := pipeline.OpenStore(filepath.Join(t.TempDir(), "s"), zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func openTestStore(t testing.TB) *Store {
 }
 
 // expireAll runs Expire until nothing is due.
-func expireAll(t testing.TB, a *Aggregator, st *Store) int {
+func expireAll(t testing.TB, a *Aggregator, st *pipeline.Store) int {
 	t.Helper()
 	total := 0
 	for {
@@ -75,9 +75,9 @@ func expireAll(t testing.TB, a *Aggregator, st *Store) int {
 }
 
 // dump is the store's whole content.
-func dump(t testing.TB, st *Store) map[string]string {
+func dump(t testing.TB, st *pipeline.Store) map[string]string {
 	t.Helper()
-	it, err := st.db.NewIter(nil)
+	it, err := st.NewIter(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,11 +89,11 @@ func dump(t testing.TB, st *Store) map[string]string {
 	return m
 }
 
-func countPrefix(t testing.TB, st *Store, prefix string) int {
+func countPrefix(t testing.TB, st *pipeline.Store, prefix string) int {
 	t.Helper()
 	upper := []byte(prefix)
 	upper[len(upper)-1]++
-	it, err := st.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upper})
+	it, err := st.NewIter([]byte(prefix), upper)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 	const window = time.Hour
 
 	ref := &trace{}
-	ra := NewAggregator(AggregatorConfig{DedupWindow: window})
+	ra := New(Config{DedupWindow: window})
 	mem := memState{}
 	for i, r := range recs {
 		ref.off = int64(i)
@@ -218,12 +218,12 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 		for _, budget := range []int{0, 3, 1 << 30} { // never, backlog, everything due
 			name := fmt.Sprintf("epoch=%d/budget=%d", epoch, budget)
 			dir := filepath.Join(t.TempDir(), "s")
-			st, err := OpenStore(dir, zap.NewNop(), nil)
+			st, err := pipeline.OpenStore(dir, zap.NewNop(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := NewAggregator(AggregatorConfig{DedupWindow: window})
-			ov := newOverlay(st)
+			a := New(Config{DedupWindow: window})
+			ov := pipeline.NewOverlay(st)
 			got := &trace{}
 			removed := 0
 			for i, r := range recs {
@@ -232,7 +232,7 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 					t.Fatal(err)
 				}
 				if (i+1)%epoch == 0 || i == len(recs)-1 {
-					if err := ov.apply(int64(i + 1)); err != nil {
+					if err := ov.Apply(int64(i + 1)); err != nil {
 						t.Fatal(err)
 					}
 					n, err := a.Expire(st, budget)
@@ -249,10 +249,10 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 						if err := st.Close(); err != nil {
 							t.Fatal(err)
 						}
-						if st, err = OpenStore(dir, zap.NewNop(), nil); err != nil {
+						if st, err = pipeline.OpenStore(dir, zap.NewNop(), nil); err != nil {
 							t.Fatal(err)
 						}
-						a, ov = NewAggregator(AggregatorConfig{DedupWindow: window}), newOverlay(st)
+						a, ov = New(Config{DedupWindow: window}), pipeline.NewOverlay(st)
 					}
 				}
 			}
@@ -319,7 +319,7 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 
 // checkIndex checks that the dedup index holds exactly one entry per dedup
 // entry, at its time seen (Expire relies on it).
-func checkIndex(t *testing.T, name string, st *Store) {
+func checkIndex(t *testing.T, name string, st *pipeline.Store) {
 	t.Helper()
 	m := dump(t, st)
 	d, x := 0, 0
@@ -359,8 +359,8 @@ func countMemPrefix(m memState, c byte) int {
 // watermark.
 func TestExpireDedupSemantics(t *testing.T) {
 	st := openTestStore(t)
-	a := NewAggregator(AggregatorConfig{DedupWindow: time.Hour})
-	ov := newOverlay(st)
+	a := New(Config{DedupWindow: time.Hour})
+	ov := pipeline.NewOverlay(st)
 	at := func(hm string) time.Time {
 		ts, err := time.Parse("15:04", hm)
 		if err != nil {
@@ -376,7 +376,7 @@ func TestExpireDedupSemantics(t *testing.T) {
 			t.Fatal(err)
 		}
 		off++
-		if err := ov.apply(off); err != nil {
+		if err := ov.Apply(off); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := a.Expire(st, 1000); err != nil {
@@ -407,9 +407,9 @@ func TestExpireDedupSemantics(t *testing.T) {
 	if _, ok, _ := st.Get(dk("A", "t1")); !ok {
 		t.Fatal("live dedup entry was removed")
 	}
-	// Cache the entry, as a read of a found key does, to check that
-	// expiry keeps the hot cache consistent.
-	if _, ok, _ := st.readCommitted(dk("A", "t1")); !ok {
+	// Cache the entry, as an epoch's read of a found key does, to check
+	// that expiry keeps the store's hot cache consistent.
+	if _, ok, _ := pipeline.NewOverlay(st).Get(dk("A", "t1")); !ok {
 		t.Fatal("dedup entry not found")
 	}
 
@@ -417,7 +417,7 @@ func TestExpireDedupSemantics(t *testing.T) {
 	if _, ok, _ := st.Get(dk("A", "t1")); ok {
 		t.Fatal("expired dedup entry was not removed")
 	}
-	if _, ok := st.hot[string(dk("A", "t1"))]; ok {
+	if _, ok, _ := pipeline.NewOverlay(st).Get(dk("A", "t1")); ok {
 		t.Fatal("expired dedup entry is still in the hot cache")
 	}
 	if n := countPrefix(t, st, indexPrefix); n != 2 { // f1@10:30 (live from 11:30 - 1h) and f2
@@ -452,7 +452,7 @@ func TestExpireDedupSemantics(t *testing.T) {
 // (years before 1678 or after 2262) saturate instead of wrapping around, so
 // they neither move the watermark to a random time nor break dedup.
 func TestAggregatorExtremeTimes(t *testing.T) {
-	a := NewAggregator(AggregatorConfig{DedupWindow: time.Hour})
+	a := New(Config{DedupWindow: time.Hour})
 	st := memState{}
 	kafka := time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)
 	var got []string
@@ -487,8 +487,8 @@ func TestAggregatorExtremeTimes(t *testing.T) {
 // budget entries each, oldest first, and the index leaves nothing behind.
 func TestExpireBudget(t *testing.T) {
 	st := openTestStore(t)
-	a := NewAggregator(AggregatorConfig{DedupWindow: time.Minute})
-	ov := newOverlay(st)
+	a := New(Config{DedupWindow: time.Minute})
+	ov := pipeline.NewOverlay(st)
 	c := &trace{}
 	t0 := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < 100; i++ {
@@ -497,7 +497,7 @@ func TestExpireBudget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := ov.apply(100); err != nil {
+	if err := ov.Apply(100); err != nil {
 		t.Fatal(err)
 	}
 	// W = 99 s: entries seen before 39 s are expired.
@@ -555,15 +555,15 @@ func TestExpireKeepsStateFlat(t *testing.T) {
 	}
 	run := func(expire bool) []point {
 		st := openTestStore(t)
-		a := NewAggregator(AggregatorConfig{DedupWindow: window})
-		ov := newOverlay(st)
+		a := New(Config{DedupWindow: window})
+		ov := pipeline.NewOverlay(st)
 		c := &captured{}
 		var pts []point
 		var expireTime time.Duration
 		maxD := 0
 		for i := 0; i < perWindow*windows; i++ {
 			at := t0.Add(time.Duration(i) * step)
-			r := &Record{Topic: "in", Offset: int64(i), Timestamp: at.Add(time.Second),
+			r := &pipeline.Record{Topic: "in", Offset: int64(i), Timestamp: at.Add(time.Second),
 				Value: []byte(row(fmt.Sprintf("tx-%08d", i), fmt.Sprintf("ACC-%04d", i*7919%accounts), i%100000, at))}
 			if err := a.Process(r, ov, c); err != nil {
 				t.Fatal(err)
@@ -571,7 +571,7 @@ func TestExpireKeepsStateFlat(t *testing.T) {
 			if (i+1)%epoch != 0 {
 				continue
 			}
-			if err := ov.apply(int64(i + 1)); err != nil {
+			if err := ov.Apply(int64(i + 1)); err != nil {
 				t.Fatal(err)
 			}
 			if expire {
@@ -590,15 +590,15 @@ func TestExpireKeepsStateFlat(t *testing.T) {
 				}
 			}
 			if w := (i + 1) / perWindow; (i+1)%perWindow == 0 && (w == 1 || w == 5 || w == 10) {
-				if err := st.db.Flush(); err != nil {
+				if err := st.DB().Flush(); err != nil {
 					t.Fatal(err)
 				}
-				flushed := st.db.Metrics().Total().TablesSize
-				if err := st.db.Compact(context.Background(), []byte{0}, []byte{0xff, 0xff, 0xff}, false); err != nil {
+				flushed := st.DB().Metrics().Total().TablesSize
+				if err := st.DB().Compact(context.Background(), []byte{0}, []byte{0xff, 0xff, 0xff}, false); err != nil {
 					t.Fatal(err)
 				}
 				pts = append(pts, point{w, countPrefix(t, st, "d/"), countPrefix(t, st, indexPrefix),
-					flushed, st.db.Metrics().Total().TablesSize, st.Size()})
+					flushed, st.DB().Metrics().Total().TablesSize, st.Size()})
 			}
 		}
 		if len(c.out) != perWindow*windows || c.dups != 0 || len(c.dlq) != 0 {

@@ -1,4 +1,4 @@
-package pipeline
+package aggregate
 
 import (
 	"encoding/binary"
@@ -14,10 +14,12 @@ import (
 
 	"github.com/cockroachdb/apd/v3"
 
+	"github.com/txstream/txstream/pipeline"
 	"github.com/txstream/txstream/txcsv"
 )
 
-// AggregatorName is the built-in operator's name and state version.
+// Name is the operator's name and state version (pipeline.Operator.Name,
+// and the "operator" compatibility setting of its snapshots).
 //
 // v2 (from v1): the state has a watermark (watermarkKey) and a time index of
 // the dedup entries (x/ keys), dedup entries expire against the watermark
@@ -26,7 +28,7 @@ import (
 // neither the watermark nor the index (its dedup entries could never be
 // removed) and v1 decided late records differently, so v1 state is not
 // compatible.
-const AggregatorName = "txstream.aggregator/v2"
+const Name = "txstream.aggregator/v2"
 
 // ReasonLateRecord is the dead-letter reason of a record whose time is more
 // than the dedup window behind its partition's watermark: no dedup entry
@@ -39,36 +41,12 @@ const ReasonLateRecord = "late_record"
 // exact duplicates within a record-time window, sends conflicting duplicates
 // and invalid rows to the dead-letter topic, keeps per-account count, total,
 // min, max and first/last time, and emits one JSON record per accepted
-// transaction with the account's running aggregate.
+// transaction with the account's running aggregate. The package
+// documentation has the rules (dedup against the watermark, late records)
+// and the state layout.
 //
-// # Dedup and its expiry
-//
-// Each input partition's state has a watermark W: the largest value of
-// min(record time, Kafka timestamp) over the partition's parsed records so
-// far, W included the current record (stored under watermarkKey, so it is
-// part of the deterministic state and of snapshots). The Kafka timestamp
-// (producer or broker clock) caps it so that one row with a far-future time
-// (a typo, Unix seconds read as year 5000) cannot push W ahead and expire
-// every live entry at once; in the usual case the record time is behind
-// the Kafka timestamp and W is simply the newest record time.
-//
-// A dedup entry (transaction id, record time seen, content hash) is live
-// while seen >= W - window. A record whose transaction id has a live entry
-// with |t - seen| <= window is a duplicate (same content: skipped) or a
-// conflicting duplicate (dead letter); any other entry for the id is
-// ignored (the id is reused by a new transaction) and overwritten. Using W
-// before or after the current record gives the same decisions: a record
-// that raises W to W' has t >= W', and |t - seen| <= window already implies
-// seen >= W' - window.
-//
-// W never decreases, so an entry that is not live never becomes live again:
-// removing it (Expire, between epochs, at any cadence and with any budget)
-// changes no decision and no output. A record whose own time t is below
-// W - window ("late") would get an entry that is expired on arrival: it is
-// dead-lettered with ReasonLateRecord instead of counted, because its
-// repeats could not be detected (a producer that republishes a file older
-// than the window would otherwise be counted twice). --dedup-window is
-// therefore also the allowed lateness.
+// The engine makes one Aggregator per partition (pipeline.NewEngine's
+// newOp); an Aggregator is not safe for concurrent use.
 type Aggregator struct {
 	schema       *txcsv.Schema // for records without a columns header
 	dedupWindow  time.Duration
@@ -77,17 +55,23 @@ type Aggregator struct {
 	hashOrder    map[*txcsv.Schema][]int  // column positions in name order, for contentHash
 
 	keyBuf, dkBuf, ixBuf []byte
+
+	// cursor is where the next expiry scan of cursorStore starts: every
+	// index key below it has been deleted (see Expire). Nil, or another
+	// store: from the start.
+	cursorStore *pipeline.Store
+	cursor      []byte
 }
 
-// AggregatorConfig configures the built-in operator.
-type AggregatorConfig struct {
+// Config configures the operator.
+type Config struct {
 	Columns      *txcsv.Schema // nil = txcsv.DefaultColumns
 	DedupWindow  time.Duration // 0 = 168h
 	MaxLineBytes int           // 0 = txcsv.DefaultMaxLineBytes
 }
 
-// NewAggregator builds the built-in operator.
-func NewAggregator(cfg AggregatorConfig) *Aggregator {
+// New builds the operator.
+func New(cfg Config) *Aggregator {
 	if cfg.Columns == nil {
 		cfg.Columns = txcsv.MustSchema(txcsv.DefaultColumns...)
 	}
@@ -98,12 +82,26 @@ func NewAggregator(cfg AggregatorConfig) *Aggregator {
 		schemas: make(map[string]*txcsv.Schema), hashOrder: make(map[*txcsv.Schema][]int)}
 }
 
-// Name implements Operator.
-func (a *Aggregator) Name() string { return AggregatorName }
+// Name implements pipeline.Operator.
+func (a *Aggregator) Name() string { return Name }
 
-// DedupWindow is the configured window (part of the job's compatibility
+// DedupWindow is the configured window (part of the compatibility
 // settings: a restored state was built with some window).
 func (a *Aggregator) DedupWindow() time.Duration { return a.dedupWindow }
+
+// StateSettings implements pipeline.Compatibility: a snapshot's state can
+// be restored only by the same operator version (Name) with the same dedup
+// window, which decides which entries are live and which records are late.
+// The keys and values are those the consumer has always recorded, so that
+// existing snapshots stay restorable; the default columns are not among
+// them (they decide how rows without a columns header are parsed, not the
+// state's format).
+func (a *Aggregator) StateSettings() map[string]string {
+	return map[string]string{
+		"operator":     Name,
+		"dedup_window": a.dedupWindow.String(),
+	}
+}
 
 // decCtx has far more precision than any money total needs; an inexact
 // result is reported, never rounded silently.
@@ -205,8 +203,8 @@ func watermark(st interface {
 	return int64(binary.BigEndian.Uint64(v)), nil
 }
 
-// Process implements Operator.
-func (a *Aggregator) Process(rec *Record, st State, out Emitter) error {
+// Process implements pipeline.Operator.
+func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeline.Emitter) error {
 	schema := a.schema
 	for _, h := range rec.Headers {
 		if h.Key == txcsv.HeaderColumns {
@@ -236,7 +234,7 @@ func (a *Aggregator) Process(rec *Record, st State, out Emitter) error {
 	account := row.Key()
 	h := contentHash(a.order(schema), schema, &row)
 
-	// The watermark includes this record (see Aggregator).
+	// The watermark includes this record (see the package documentation).
 	w, err := watermark(st)
 	if err != nil {
 		return err
@@ -513,7 +511,7 @@ func (s *AccountState) Decode(b []byte) error {
 
 // appendOutput writes the output JSON by hand: it is on the hot path and
 // the field order is fixed, which keeps outputs byte-for-byte deterministic.
-func appendOutput(dst []byte, rec *Record, row *txcsv.Row, account string, s *AccountState) []byte {
+func appendOutput(dst []byte, rec *pipeline.Record, row *txcsv.Row, account string, s *AccountState) []byte {
 	dst = append(dst, `{"transaction_id":`...)
 	dst = appendJSONString(dst, row.TransactionID)
 	dst = append(dst, `,"account_id":`...)
