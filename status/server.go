@@ -232,6 +232,7 @@ func (s *Server) routes() http.Handler {
 	handle("/api/v1/partitions", get(s.getPartitions))
 	handle("/api/v1/state/accounts/{id}", get(s.getAccount))
 	handle("/api/v1/timeseries", get(s.getTimeseries))
+	handle("/api/v1/openapi.yaml", get(s.getOpenAPI))
 	handle("/healthz", get(s.getHealthz))
 	handle("/readyz", get(s.getReadyz))
 	handle("/metrics", get(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{
