@@ -77,7 +77,9 @@ func TestEdgeGroupOffsetsDeleted(t *testing.T) {
 	log := p.log.String()
 	for part, c := range before {
 		want := fmt.Sprintf("resuming at %d from the progress topic", c)
-		if !edgeHas(log, func(l edgeLine) bool { return l.int("partition") == int64(part) && strings.Contains(l.str("msg"), want) }) {
+		if !edgeHas(log, func(l edgeLine) bool {
+			return l.int("partition") == int64(part) && strings.Contains(l.str("msg"), want)
+		}) {
 			t.Errorf("partition %d: no warning %q; log:\n%s", part, want, grepLines(log, "progress", 10))
 		}
 		if !edgeHas(log, func(l edgeLine) bool {
@@ -328,11 +330,15 @@ func TestEdgeSavepointNewGroupFailFirstRecord(t *testing.T) {
 	log = p.log.String()
 	for part := int32(0); part < 3; part++ {
 		want := fmt.Sprintf("the group is at %d, past savepoint %s (offset %d): the savepoint was applied before and is ignored", g2[part], sp.Name, spOff[part])
-		if !edgeHas(log, func(l edgeLine) bool { return l.int("partition") == int64(part) && strings.Contains(l.str("msg"), want) }) {
+		if !edgeHas(log, func(l edgeLine) bool {
+			return l.int("partition") == int64(part) && strings.Contains(l.str("msg"), want)
+		}) {
 			t.Errorf("partition %d: no warning %q; log:\n%s", part, want, grepLines(log, "savepoint", 10))
 		}
 	}
-	if edgeHas(log, func(l edgeLine) bool { return l.str("msg") == "recovering partition" && strings.HasPrefix(l.str("from"), "savepoint") }) {
+	if edgeHas(log, func(l edgeLine) bool {
+		return l.str("msg") == "recovering partition" && strings.HasPrefix(l.str("from"), "savepoint")
+	}) {
 		t.Errorf("the savepoint was restored although the group is past it:\n%s", grepLines(log, "recovering partition", 10))
 	}
 	all := append(append(append([][]byte{}, a.lines...), b.lines...), c.lines...)
