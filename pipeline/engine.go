@@ -298,10 +298,14 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 		// and the epoch ended first.
 		if len(e.src.Events()) > 0 {
 			if e.ep.open {
-				e.log.Info("group event during an epoch: ending the epoch and dropping this poll")
-				if err := e.commitEpoch(ctx); err != nil {
+				// The poll moved the client past what the epoch
+				// processed, so the epoch cannot commit exactly its
+				// positions: it is aborted and redone after the events.
+				e.log.Info("group event during an epoch: aborting the epoch and dropping this poll")
+				if err := e.sink.Abort(ctx); err != nil {
 					return err
 				}
+				e.stats.EpochsAborted.Add(1)
 				e.rewind()
 				continue
 			}

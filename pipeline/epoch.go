@@ -100,6 +100,11 @@ func (e *Engine) commitEpoch(ctx context.Context) error {
 	switch {
 	case errors.As(err, &unw):
 		return e.redoWithout(cctx, unw)
+	case errors.Is(err, errPositionsDiverged):
+		e.stats.EpochsAborted.Add(1)
+		e.log.Info("epoch aborted: the client moved past the processed records; redoing it", zap.Int("records", records), zap.Error(err))
+		e.rewind()
+		return nil
 	case err != nil:
 		e.rewind()
 		return fmt.Errorf("epoch commit: %w", err)

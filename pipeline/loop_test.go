@@ -129,7 +129,7 @@ func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPol
 	newOp := func() pipeline.Operator { return aggregate.New(aggregate.Config{}) }
 	cfg.Job = pipeline.StateSettings(newOp())
 	cfg.Job["topic"] = loopTopic
-	return pipeline.NewEngine(cfg, src, sink, newOp, ck), nil
+	return pipeline.NewEngine(cfg, src, &checkedSink{Sink: sink, t: r.t, seeds: r.seeds}, newOp, ck), nil
 }
 
 // verify reads the committed output and checks every record against a
@@ -343,4 +343,55 @@ func TestLoopChurn(t *testing.T) {
 		t.Fatalf("only %d churn cycles", churned)
 	}
 	r.verify()
+}
+
+// checkedSink checks, after every committed epoch, that the group's
+// committed offset of each partition the epoch advanced is the engine's
+// position: one past the last record processed, never a position the
+// client polled ahead to. (kfake completes transactions synchronously, so
+// the offsets are visible as soon as the commit returns.)
+type checkedSink struct {
+	pipeline.Sink
+	t     *testing.T
+	seeds []kgo.Opt
+}
+
+func (c *checkedSink) Commit(ctx context.Context, pos map[int32]int64, touched []int32) (bool, error) {
+	ok, err := c.Sink.Commit(ctx, pos, touched)
+	if !ok || err != nil || len(touched) == 0 {
+		return ok, err
+	}
+	cl, cerr := kgo.NewClient(c.seeds...)
+	if cerr != nil {
+		c.t.Error(cerr)
+		return ok, err
+	}
+	defer cl.Close()
+	// The group coordinator may apply the transaction's offsets a moment
+	// after EndTxn returns; a commit point that stays behind is the bug.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		offs, ferr := kadm.NewClient(cl).FetchOffsets(ctx, "g")
+		if ferr != nil {
+			c.t.Errorf("fetching the group's offsets: %v", ferr)
+			return ok, err
+		}
+		var bad []string
+		for _, p := range touched {
+			if got, found := offs.Lookup(loopTopic, p); !found || got.At != pos[p] {
+				bad = append(bad, fmt.Sprintf("partition %d: the group committed %d (found %v), the engine processed up to %d", p, got.At, found, pos[p]))
+			}
+		}
+		if len(bad) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, b := range bad {
+				c.t.Error(b)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ok, err
 }

@@ -63,6 +63,10 @@ func isUnwritable(err error) bool {
 		errors.Is(err, kerr.CorruptMessage) || errors.Is(err, kerr.InvalidRequiredAcks)
 }
 
+// errPositionsDiverged: the epoch cannot be committed with the engine's
+// positions; it is aborted and redone.
+var errPositionsDiverged = errors.New("client and engine positions diverged")
+
 // ConfigError is a setting the broker refuses: restarting cannot help.
 type ConfigError struct{ Err error }
 
@@ -180,8 +184,18 @@ func (k *KafkaSink) Commit(ctx context.Context, positions map[int32]int64, touch
 		}
 		return false, cause
 	}
-	k.src.Seek(positions)
+	// A partition the epoch advanced must stand exactly at the engine's
+	// position in the client: moving it there would also move the
+	// client's idea of the committed offset, and the session would then
+	// leave the partition out of the offset commit.
 	dirty := k.src.Dirty()
+	for _, p := range touched {
+		if d, ok := dirty[p]; !ok || d != positions[p] {
+			return abort(fmt.Errorf("partition %d: the client stands at %d, the engine processed up to %d: %w", p, d, positions[p], errPositionsDiverged))
+		}
+	}
+	k.src.Seek(positions)
+	dirty = k.src.Dirty()
 	for p, off := range dirty {
 		if want, ok := positions[p]; !ok || want != off {
 			return abort(fmt.Errorf("internal error: the client would commit offset %d for partition %d, the engine processed up to %d (owned: %v)", off, p, want, ok))
