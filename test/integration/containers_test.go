@@ -161,7 +161,8 @@ func startBrokerContainer(t *testing.T, ctx context.Context, image string, nw *t
 	// The image's devbroker advertises broker:9092, the alias on the
 	// network; the test process reaches it through the mapped port.
 	c, err := testcontainers.Run(ctx, image,
-		testcontainers.WithCmd("txstream-devbroker", "--addr", "0.0.0.0:9092", "--advertise", "broker:9092",
+		testcontainers.WithEntrypoint("/usr/local/bin/txstream-devbroker"),
+		testcontainers.WithCmd("--addr", "0.0.0.0:9092", "--advertise", "broker:9092",
 			"--partitions", "3", "--data-dir", "/var/lib/txstream/broker"),
 		testcontainers.WithExposedPorts("9092/tcp"),
 		network.WithNetwork([]string{"broker"}, nw),
@@ -234,7 +235,6 @@ func containersExactlyOnce(t *testing.T, ctx context.Context, docker *testcontai
 
 	volume := "txstream-it-state-" + randomName(4)
 	cons, err := testcontainers.Run(ctx, image,
-		testcontainers.WithCmd("txstream-consumer"),
 		testcontainers.WithEnv(map[string]string{
 			"TXSTREAM_BROKERS":                 brk.Internal,
 			"TXSTREAM_INSTANCE_ID":             "consumer-0",
@@ -261,7 +261,8 @@ func containersExactlyOnce(t *testing.T, ctx context.Context, docker *testcontai
 	// The producer publishes at a bounded rate so that the consumer is
 	// killed and cut off while input is still arriving.
 	prod, err := testcontainers.Run(ctx, image,
-		testcontainers.WithCmd("txstream-producer", "--file", "/feed/transactions.csv", "--rate", "5000"),
+		testcontainers.WithEntrypoint("/usr/local/bin/txstream-producer"),
+		testcontainers.WithCmd("--file", "/feed/transactions.csv", "--rate", "5000"),
 		testcontainers.WithEnv(map[string]string{"TXSTREAM_BROKERS": brk.Internal, "TXSTREAM_COMPRESSION": "zstd"}),
 		testcontainers.WithFiles(testcontainers.ContainerFile{HostFilePath: csv, ContainerFilePath: "/feed/transactions.csv", FileMode: 0o644}),
 		network.WithNetwork([]string{"producer"}, nw),
