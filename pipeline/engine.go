@@ -103,8 +103,13 @@ type Engine struct {
 
 	replacedDone map[RecordKey]bool
 
-	snaps         snapshotter
-	lastInput     time.Time
+	snaps     snapshotter
+	lastInput time.Time
+	lastTurn  time.Time
+	// recoveredNow holds the partitions recovered by the events applied
+	// after the current poll: that poll's records of them came from
+	// before the client was positioned at C and are dropped.
+	recoveredNow  map[int32]bool
 	liveRecords   atomic.Int64
 	running       func()
 	markedRunning bool
@@ -271,6 +276,12 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 		if e.cfg.OnLoop != nil {
 			e.cfg.OnLoop()
 		}
+		// A turn that comes long after the previous one means the process
+		// was stopped or starved: the idle clock says nothing then.
+		if !e.lastTurn.IsZero() && e.since(e.lastTurn) > 5*time.Second {
+			e.lastInput = e.now()
+		}
+		e.lastTurn = e.now()
 		if !e.ep.open {
 			if err := e.boundary(ctx); err != nil {
 				return err
@@ -309,9 +320,11 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 				e.rewind()
 				continue
 			}
+			e.recoveredNow = map[int32]bool{}
 			if err := e.applyEvents(ctx); err != nil {
 				return err
 			}
+			fetches = e.dropRecovered(fetches)
 		}
 		// RUNNING once the assigned partitions are recovered (or, for a
 		// member that got no partitions, once it has waited a while).
@@ -353,6 +366,31 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 			return job.ErrFinished
 		}
 	}
+}
+
+// dropRecovered removes from a poll the records of partitions recovered
+// after it arrived and re-positions the client at their C (the client has
+// polled from them now, so the seek takes).
+func (e *Engine) dropRecovered(fetches kgo.Fetches) kgo.Fetches {
+	if len(e.recoveredNow) == 0 {
+		return fetches
+	}
+	seek := map[int32]int64{}
+	for i := range fetches {
+		for j := range fetches[i].Topics {
+			ft := &fetches[i].Topics[j]
+			for k := range ft.Partitions {
+				fp := &ft.Partitions[k]
+				if e.recoveredNow[fp.Partition] && len(fp.Records) > 0 {
+					fp.Records = nil
+					seek[fp.Partition] = e.parts[fp.Partition].pos
+				}
+			}
+		}
+	}
+	e.recoveredNow = nil
+	e.src.Seek(seek)
+	return fetches
 }
 
 // boundary is the work done only between epochs: savepoint requests,

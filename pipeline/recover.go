@@ -105,6 +105,9 @@ func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
 		ps.lastSnapOffset = meta.Offset
 	}
 	e.parts[p] = ps
+	if e.recoveredNow != nil {
+		e.recoveredNow[p] = true
+	}
 	// Where the client already fetched from this partition it is moved to
 	// C now; otherwise it starts at the group's offset or the log start,
 	// both at or below C, and the loop skips what C covers.

@@ -223,6 +223,13 @@ func (k *KafkaSink) Commit(ctx context.Context, positions map[int32]int64, touch
 	if perr != nil {
 		return abort(perr)
 	}
+	// End waits for a heartbeat after committing the offsets; a member
+	// whose session expired (a process that was stopped) learns it only
+	// through the lost callback, which the rebalance gate would hold
+	// back. The transaction is complete in content now, and the session
+	// aborts it if a rebalance happens before the end: KIP-447 keeps a
+	// new owner waiting on it meanwhile.
+	k.src.AllowRebalance()
 	committed, err := sess.End(ctx, kgo.TryCommit)
 	if err != nil {
 		return false, fmt.Errorf("committing transaction: %w", err)
