@@ -276,12 +276,7 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 		if e.cfg.OnLoop != nil {
 			e.cfg.OnLoop()
 		}
-		// A turn that comes long after the previous one means the process
-		// was stopped or starved: the idle clock says nothing then.
-		if !e.lastTurn.IsZero() && e.since(e.lastTurn) > 5*time.Second {
-			e.lastInput = e.now()
-		}
-		e.lastTurn = e.now()
+		e.checkStall()
 		if !e.ep.open {
 			if err := e.boundary(ctx); err != nil {
 				return err
@@ -357,6 +352,7 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 		if err := e.snapshotIfDue(); err != nil {
 			return err
 		}
+		e.checkStall()
 		if e.cfg.ExitWhenIdle > 0 && n == 0 && e.since(e.lastInput) >= e.cfg.ExitWhenIdle && len(e.parts) > 0 {
 			e.log.Info("idle, finishing", zap.Duration("idle_for", e.since(e.lastInput)))
 			if err := e.finalSnapshot(); err != nil {
@@ -366,6 +362,17 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 			return job.ErrFinished
 		}
 	}
+}
+
+// checkStall restarts the idle clock when the loop was not running for a
+// while (the process was stopped, or starved of CPU): "no input" during
+// that time says nothing, and a member that just woke up must first learn
+// what happened to its group.
+func (e *Engine) checkStall() {
+	if !e.lastTurn.IsZero() && e.since(e.lastTurn) > 5*time.Second {
+		e.lastInput = e.now()
+	}
+	e.lastTurn = e.now()
 }
 
 // dropRecovered removes from a poll the records of partitions recovered
