@@ -65,6 +65,9 @@ type Config struct {
 	ConnOpts           []kgo.Opt // brokers, TLS, SASL
 	ExtraOpts          []kgo.Opt // hooks (metrics)
 	Logger             *zap.Logger
+	// ProgressTopic, when set, gets its records partitioned by the input
+	// partition they describe (ProgressPartitioner).
+	ProgressTopic string
 	// RebalanceAnytime lets group callbacks run at any moment, also
 	// between a poll and its processing (franz-go's default). The daemon
 	// never sets it; tests do, to prove the loop is safe without the
@@ -122,6 +125,9 @@ func New(cfg Config) (*Source, error) {
 	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
+	if cfg.ProgressTopic != "" {
+		opts = append(opts, kgo.RecordPartitioner(ProgressPartitioner(cfg.ProgressTopic)))
 	}
 	if cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))

@@ -428,10 +428,14 @@ func (e *Engine) fetchErrors(fetches kgo.Fetches) error {
 			return
 		}
 		if errors.Is(ferr, kerr.OffsetOutOfRange) {
-			pos := int64(-1)
-			if ps := e.parts[p]; ps != nil {
-				pos = ps.pos
+			ps := e.parts[p]
+			if ps == nil {
+				// Not recovered yet: the client fetched from the group's
+				// offset before recovery positioned it; recovery checks
+				// the log bounds itself.
+				return
 			}
+			pos := ps.pos
 			err := fmt.Errorf("partition %d: the records at the position %d are gone from the log (retention or DeleteRecords): %w", p, pos, ErrStateLoss)
 			if e.cfg.AllowStateLoss {
 				// Recovery, with state loss allowed, resumes at the log start.

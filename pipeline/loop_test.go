@@ -105,7 +105,7 @@ func (r *loopRig) produce(ctx context.Context, rate int) {
 
 // engine builds a member of group "g" with instance id id.
 func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPoll func()) (*pipeline.Engine, error) {
-	src, err := offsets.New(offsets.Config{Topic: loopTopic, Group: "g", InstanceID: id, TransactionalID: "t-" + id,
+	src, err := offsets.New(offsets.Config{Topic: loopTopic, Group: "g", InstanceID: id, TransactionalID: "t-" + id, ProgressTopic: "progress",
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
 		ConnOpts: r.seeds, Logger: log, RebalanceAnytime: anytime})
 	if err != nil {

@@ -386,6 +386,7 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 	}
 	if c.sink == "kafka" {
 		scfg.TransactionalID = c.transactionalID()
+		scfg.ProgressTopic = c.progressTopic
 	}
 	src, err := offsets.New(scfg)
 	if err != nil {
