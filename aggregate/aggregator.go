@@ -18,6 +18,10 @@ import (
 	"github.com/txstream/txstream/txcsv"
 )
 
+// DefaultDedupWindow is the record-time window of duplicate detection when
+// none is configured (--dedup-window).
+const DefaultDedupWindow = 168 * time.Hour
+
 // Name is the operator's name and state version (pipeline.Operator.Name,
 // and the "operator" compatibility setting of its snapshots).
 //
@@ -66,7 +70,7 @@ type Aggregator struct {
 // Config configures the operator.
 type Config struct {
 	Columns      *txcsv.Schema // nil = txcsv.DefaultColumns
-	DedupWindow  time.Duration // 0 = 168h
+	DedupWindow  time.Duration // 0 = DefaultDedupWindow
 	MaxLineBytes int           // 0 = txcsv.DefaultMaxLineBytes
 }
 
@@ -76,7 +80,7 @@ func New(cfg Config) *Aggregator {
 		cfg.Columns = txcsv.MustSchema(txcsv.DefaultColumns...)
 	}
 	if cfg.DedupWindow <= 0 {
-		cfg.DedupWindow = 168 * time.Hour
+		cfg.DedupWindow = DefaultDedupWindow
 	}
 	return &Aggregator{schema: cfg.Columns, dedupWindow: cfg.DedupWindow, maxLineBytes: cfg.MaxLineBytes,
 		schemas: make(map[string]*txcsv.Schema), hashOrder: make(map[*txcsv.Schema][]int)}

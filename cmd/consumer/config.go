@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/job"
 	"github.com/txstream/txstream/kconn"
@@ -127,7 +128,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.txnID, "transactional-id", "", "Kafka transactional id (default txstream-<group>-<instance-id>); must be stable across restarts of the same member and unique across members")
 	fs.StringVar(&c.sink, "sink", "kafka", "output sink: kafka (exactly-once) or stdout (debug, at-least-once: replays print again)")
 	fs.StringVar(&c.columns, "columns", strings.Join(txcsv.DefaultColumns, ","), "column order of records that carry no "+txcsv.HeaderColumns+" header (e.g. from kcat)")
-	fs.DurationVar(&c.dedupWindow, "dedup-window", 168*time.Hour, "record-time window in which a repeated transaction_id is a duplicate")
+	fs.DurationVar(&c.dedupWindow, "dedup-window", aggregate.DefaultDedupWindow, "record-time window in which a repeated transaction_id is a duplicate")
 	fs.IntVar(&c.maxLineBytes, "max-line-bytes", txcsv.DefaultMaxLineBytes, "longest accepted record value; longer ones go to the dead-letter topic")
 	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "epoch length: how often output and offsets are committed (output latency)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second, "how often state is snapshotted (durability cost; recovery replays at most this much)")
