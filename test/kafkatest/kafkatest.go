@@ -1,5 +1,6 @@
 // Package kafkatest runs a real Apache Kafka broker (one KRaft node,
-// broker and controller, on 127.0.0.1) for tests, from the jars that
+// broker and controller, on 127.0.0.1), or a cluster of three such nodes
+// (StartCluster, cluster.go), for tests, from the jars that
 // test/kafka/kafka.sh fetches from Maven Central into a cache outside the
 // repository.
 //
@@ -58,16 +59,20 @@ type Options struct {
 	Props map[string]string
 	// StartTimeout bounds each start; 0 = 2 minutes.
 	StartTimeout time.Duration
+	// Version is the Kafka version; "" = Version() (a Dir keeps the
+	// version it was first started with).
+	Version string
 }
 
 // Broker is a running (or killed) Kafka broker process.
 type Broker struct {
-	Addr    string // 127.0.0.1:port
+	Addr    string // 127.0.0.1:port (a cluster's node i: 127.0.0.<i+1>:port)
 	Dir     string
 	Version string
 
 	t       testing.TB
 	opts    Options
+	host    string // "" = 127.0.0.1
 	port    int
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -76,10 +81,14 @@ type Broker struct {
 }
 
 var (
-	availOnce sync.Once
-	availOK   bool
-	availWhy  string
+	availMu  sync.Mutex
+	availRes = map[string]availResult{} // by version
 )
+
+type availResult struct {
+	ok  bool
+	why string
+}
 
 // Script is the path of test/kafka/kafka.sh in this source tree.
 func Script() string {
@@ -105,12 +114,24 @@ func Version() string {
 // Available reports whether a real broker can run here: bash, Java 17 or
 // later, and the Kafka jars in the cache or fetchable with Maven (the fetch
 // is done at most once per test binary). why says what is missing.
-func Available() (ok bool, why string) {
-	availOnce.Do(func() { availOK, availWhy = available() })
-	return availOK, availWhy
+func Available() (ok bool, why string) { return AvailableVersion(Version()) }
+
+// AvailableVersion is Available for a given Kafka version ("" = Version()).
+func AvailableVersion(ver string) (ok bool, why string) {
+	if ver == "" {
+		ver = Version()
+	}
+	availMu.Lock()
+	defer availMu.Unlock()
+	r, done := availRes[ver]
+	if !done {
+		r.ok, r.why = available(ver)
+		availRes[ver] = r
+	}
+	return r.ok, r.why
 }
 
-func available() (bool, string) {
+func available(ver string) (bool, string) {
 	if runtime.GOOS != "linux" {
 		return false, "real Kafka tests run on Linux only (GOOS=" + runtime.GOOS + ")"
 	}
@@ -134,7 +155,6 @@ func available() (bool, string) {
 	if major, _ := strconv.Atoi(m[2]); major < 17 {
 		return false, fmt.Sprintf("java is version %d; Kafka needs 17 or later", major)
 	}
-	ver := Version()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", Script(), "fetch", ver)
@@ -152,7 +172,7 @@ func available() (bool, string) {
 // the broker does not start.
 func Start(t testing.TB, opts Options) *Broker {
 	t.Helper()
-	if ok, why := Available(); !ok {
+	if ok, why := AvailableVersion(opts.Version); !ok {
 		t.Skipf("real Kafka not available: %s", why)
 	}
 	dir := opts.Dir
@@ -163,7 +183,10 @@ func Start(t testing.TB, opts Options) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{Dir: abs, Version: Version(), t: t, opts: opts, port: opts.Port}
+	b := &Broker{Dir: abs, Version: opts.Version, t: t, opts: opts, port: opts.Port}
+	if b.Version == "" {
+		b.Version = Version()
+	}
 	if data, err := os.ReadFile(filepath.Join(abs, "version")); err == nil {
 		b.Version = strings.TrimSpace(string(data)) // a Dir keeps its version
 	}
@@ -256,7 +279,7 @@ func (b *Broker) startOnce(port int) error {
 	b.cmd, b.done, b.lastErr = cmd, done, stderr
 	b.mu.Unlock()
 
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	addr := net.JoinHostPort(b.hostname(), strconv.Itoa(port))
 	deadline := time.Now().Add(timeout)
 	started, scan := false, off
 	for {
@@ -310,6 +333,13 @@ func (b *Broker) signal(sig syscall.Signal, timeout time.Duration) bool {
 		<-done
 		return false
 	}
+}
+
+func (b *Broker) hostname() string {
+	if b.host == "" {
+		return "127.0.0.1"
+	}
+	return b.host
 }
 
 // Kill sends SIGKILL and waits until the process is gone: a crash. Data
