@@ -1,11 +1,3 @@
-// Package pipeline is the generic engine: the operator interface
-// (Operator, with the optional Expirer and Compatibility), the
-// per-partition Pebble stores with their epoch overlays, the sinks that own
-// the commit point, and the loop that ties source, operator, sink and
-// snapshots together, with its epochs, recovery (planner and executor),
-// snapshots and savepoints. It knows nothing about what an operator
-// computes; txstream's built-in operator, the transaction aggregator, is
-// package aggregate.
 package pipeline
 
 import (
