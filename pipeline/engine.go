@@ -603,7 +603,7 @@ func explainFencing(err error) error {
 	case errors.Is(err, kerr.FencedInstanceID):
 		return job.Permanent(fmt.Errorf("another consumer joined the group with this --instance-id and took over this member (each member needs its own instance id; a restarted service does this on purpose): %w", err))
 	case errors.Is(err, kerr.ProducerFenced):
-		return fmt.Errorf("another process initialised this member's transactional id (the same --instance-id runs twice?): %w", err)
+		return fmt.Errorf("this member's producer was fenced: either another process initialised its transactional id (the same --instance-id running twice), or the broker aborted the open transaction after --transaction-timeout (a transaction coordinator failover, or a stalled process); the attempt restarts from the commit point: %w", err)
 	}
 	return err
 }
