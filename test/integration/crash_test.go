@@ -110,6 +110,14 @@ func startConsumer(t *testing.T, bins *Binaries, env []string, args ...string) *
 	t.Helper()
 	cmd := exec.Command(bins.Path("consumer"), args...)
 	cmd.Env = append(os.Environ(), env...)
+	return runConsumer(t, cmd)
+}
+
+// runConsumer starts cmd (a consumer command line) with its output
+// captured, records its exit code (128+signal when killed) and kills it at
+// the end of the test.
+func runConsumer(t *testing.T, cmd *exec.Cmd) *consumerProc {
+	t.Helper()
 	p := &consumerProc{cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {

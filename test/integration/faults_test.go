@@ -592,20 +592,5 @@ func (fn *faultNet) route(op string, i int) {
 // exec execs the consumer, so the process is the consumer itself).
 func startConsumerIn(t *testing.T, ns string, bins *Binaries, args ...string) *consumerProc {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bins.Path("consumer")}, args...)...)
-	p := &consumerProc{cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		p.code = cmd.ProcessState.ExitCode()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			p.code = 128 + int(ws.Signal())
-		}
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.kill() })
-	return p
+	return runConsumer(t, exec.Command("ip", append([]string{"netns", "exec", ns, bins.Path("consumer")}, args...)...))
 }
