@@ -76,7 +76,7 @@ func TestCluster(t *testing.T) {
 		t.Helper()
 		produceTxn(t, seed(), "cl", 100)
 		n += 100
-		if got := count(t, seed(), "cl"); got != n {
+		if got := count(t, seed(), "cl", n); got != n {
 			t.Fatalf("%s: read %d committed records, want %d", what, got, n)
 		}
 	}
@@ -92,7 +92,7 @@ func TestCluster(t *testing.T) {
 	}
 	produce("leader killed")
 	c.Restart(leader)
-	if got := count(t, c.Addrs[leader], "cl"); got != n {
+	if got := count(t, c.Addrs[leader], "cl", n); got != n {
 		t.Fatalf("after the leader's kill and restart: read %d committed records, want %d", got, n)
 	}
 
