@@ -10,7 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/plugin/kzap"
+	"github.com/txstream/txstream/kconn"
 	"go.uber.org/zap"
 )
 
@@ -80,7 +80,7 @@ func (progressTopicPartitioner) Partition(r *kgo.Record, n int) int {
 // stable offset (read committed). ok is false when there is none.
 func ReadProgress(ctx context.Context, connOpts []kgo.Opt, progressTopic, group, topic string, p int32, log *zap.Logger) (pr Progress, ok bool, err error) {
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, connOpts...),
-		kgo.WithLogger(kzap.New(log.Named("progress-kafka"), kzap.Level(kgo.LogLevelWarn))))...)
+		kgo.WithLogger(kconn.ClientLogger(log.Named("progress-kafka"), kgo.LogLevelWarn)))...)
 	if err != nil {
 		return pr, false, fmt.Errorf("creating progress reader: %w", err)
 	}
@@ -114,7 +114,7 @@ func ReadProgress(ctx context.Context, connOpts []kgo.Opt, progressTopic, group,
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(250*time.Millisecond),
-		kgo.WithLogger(kzap.New(log.Named("progress-kafka"), kzap.Level(kgo.LogLevelWarn))))...)
+		kgo.WithLogger(kconn.ClientLogger(log.Named("progress-kafka"), kgo.LogLevelWarn)))...)
 	if err != nil {
 		return pr, false, fmt.Errorf("creating progress reader: %w", err)
 	}

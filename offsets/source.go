@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/plugin/kzap"
+	"github.com/txstream/txstream/kconn"
 	"go.uber.org/zap"
 )
 
@@ -112,7 +112,7 @@ func New(cfg Config) (*Source, error) {
 		kgo.ConsumeResetOffset(kgo.NoResetOffset().AtStart()),
 		kgo.DisableAutoCommit(),
 
-		kgo.WithLogger(kzap.New(cfg.Logger.Named("kafka"), kzap.Level(clientLogLevel()))),
+		kgo.WithLogger(kconn.ClientLogger(cfg.Logger.Named("kafka"), clientLogLevel())),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Assigned, m) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Revoked, m) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { s.emit(Lost, m) }),
@@ -547,7 +547,7 @@ func Replay(ctx context.Context, connOpts []kgo.Opt, topic string, p int32, from
 		kgo.KeepControlRecords(),
 		kgo.ConsumeResetOffset(kgo.NoResetOffset().AtStart()),
 		kgo.FetchMaxWait(250*time.Millisecond),
-		kgo.WithLogger(kzap.New(log.Named("replay-kafka"), kzap.Level(kgo.LogLevelWarn))),
+		kgo.WithLogger(kconn.ClientLogger(log.Named("replay-kafka"), kgo.LogLevelWarn)),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

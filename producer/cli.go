@@ -13,7 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/plugin/kzap"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -469,7 +468,7 @@ func newClient(cfg *produceConfig, log *zap.Logger) (*kgo.Client, error) {
 		kgo.MaxBufferedBytes(cfg.maxBufBytes),
 		kgo.ProducerLinger(cfg.linger),
 		kgo.ProducerBatchCompression(codec),
-		kgo.WithLogger(kzap.New(log.Named("kafka"), kzap.Level(kgo.LogLevelWarn))),
+		kgo.WithLogger(kconn.ClientLogger(log.Named("kafka"), kgo.LogLevelWarn)),
 	)
 	if cfg.deliveryTimeout > 0 {
 		opts = append(opts, kgo.RecordDeliveryTimeout(cfg.deliveryTimeout))
