@@ -78,6 +78,8 @@ func TestBrokerFaults(t *testing.T) {
 		// coordinator, for longer than its session and transaction
 		// timeouts, while the cluster itself stays healthy.
 		{name: "partition-from-group-coordinator", inputs: 60 * time.Second, netns: true, fault: faultPartitionGroupCoordinator},
+		// A broker's disk fills up under load (a loop file system).
+		{name: "disk-full", inputs: 60 * time.Second, fault: faultDiskFull},
 	}
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { runFaultScenario(t, sc, uint64(900+i)) })
