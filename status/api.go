@@ -254,8 +254,6 @@ func (s *Server) postSavepoint(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := s.b.TriggerSavepoint(ctx, req.Name)
 	switch {
-	case errors.Is(err, ErrNotImplemented):
-		writeError(w, http.StatusNotImplemented, "savepoints cannot be triggered over HTTP by this build (use 'consumer savepoint')", nil)
 	case errors.Is(err, ErrConflict):
 		writeError(w, http.StatusConflict, err.Error(), nil)
 	case err != nil:

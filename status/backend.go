@@ -19,10 +19,6 @@ import (
 	"github.com/txstream/txstream/pipeline"
 )
 
-// ErrNotImplemented is returned by Backend.TriggerSavepoint when the daemon
-// cannot take savepoints; the API answers 501.
-var ErrNotImplemented = errors.New("not implemented")
-
 // ErrConflict wraps errors of mutating requests that the job's current
 // state does not allow (the API answers 409).
 var ErrConflict = errors.New("conflict")
@@ -39,8 +35,8 @@ type Backend interface {
 	// InputPartitions is the input topic's partition count, 0 if unknown.
 	InputPartitions() int32
 	// TriggerSavepoint takes a savepoint called name ("" for a generated
-	// name) and returns what to report (marshalled as JSON), or
-	// ErrNotImplemented.
+	// name) and returns what to report (marshalled as JSON). An error
+	// wrapping ErrConflict is answered 409, any other error 500.
 	TriggerSavepoint(ctx context.Context, name string) (any, error)
 	// Cancel asks the job to stop gracefully (drain, commit, final
 	// snapshot, CANCELED). It must not block.

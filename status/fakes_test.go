@@ -3,6 +3,7 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -180,7 +181,7 @@ func (b *fakeBackend) TriggerSavepoint(ctx context.Context, name string) (any, e
 	t := b.trigger
 	b.mu.Unlock()
 	if t == nil {
-		return nil, ErrNotImplemented
+		return nil, errors.New("fake backend: no savepoint trigger set")
 	}
 	return t(ctx, name)
 }

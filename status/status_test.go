@@ -359,8 +359,6 @@ func TestMutatingOffLoopback(t *testing.T) {
 
 func TestSavepointTrigger(t *testing.T) {
 	s, b := newTest(t, "127.0.0.1:8081", "")
-	wantError(t, do(t, s, "POST", "/api/v1/savepoints", `{"name":"x"}`, nil), 501, "")
-
 	var got string
 	b.trigger = func(ctx context.Context, name string) (any, error) {
 		if _, ok := ctx.Deadline(); !ok {
