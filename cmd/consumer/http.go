@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -115,8 +116,17 @@ func (b daemonBackend) Savepoints() ([]checkpoint.SavepointMeta, error) {
 	return b.d.ckpt.ListSavepoints()
 }
 
+// TriggerSavepoint takes a savepoint; a name that is taken is a conflict
+// (the API answers 409), any other failure is the server's (500).
 func (b daemonBackend) TriggerSavepoint(ctx context.Context, name string) (any, error) {
-	return b.d.triggerSavepoint(ctx, name)
+	meta, err := b.d.triggerSavepoint(ctx, name)
+	if errors.Is(err, checkpoint.ErrSavepointExists) {
+		return nil, fmt.Errorf("%w: %w", status.ErrConflict, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return meta, nil
 }
 
 func (b daemonBackend) Cancel() {

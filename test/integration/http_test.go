@@ -319,8 +319,7 @@ func TestHTTPAPIAgainstConsumer(t *testing.T) {
 	if code := getJSON(t, base+"/api/v1/nope", &e); code != 404 {
 		t.Errorf("unknown path: %d", code)
 	}
-	// POST without a savepoint hook, then a graceful cancel: the process
-	// drains and exits 0.
+	// A graceful cancel: the process drains and exits 0.
 	resp, err := httpClient.Post(base+"/api/v1/job/cancel", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
