@@ -194,7 +194,7 @@ func TestAggregatorDeterministic(t *testing.T) {
 	ref := run(t, New(Config{}), memState{}, values...)
 
 	for _, epoch := range []int{1, 7, 500, 3000} {
-		st, err := pipeline.OpenStore(filepath.Join(t.TempDir(), "s"), zaptest.NewLogger(t), nil)
+		st, err := pipeline.OpenStore(filepath.Join(t.TempDir(), "s"), pipeline.StoreOptions{Logger: zaptest.NewLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

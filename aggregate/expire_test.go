@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/txstream/txstream/pipeline"
 	"github.com/txstream/txstream/txcsv"
 )
@@ -50,7 +48,7 @@ func row(id, acct string, cents int, at time.Time) string {
 
 func openTestStore(t testing.TB) *pipeline.Store {
 	t.Helper()
-	st, err := pipeline.OpenStore(filepath.Join(t.TempDir(), "s"), zap.NewNop(), nil)
+	st, err := pipeline.OpenStore(filepath.Join(t.TempDir(), "s"), pipeline.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +216,7 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 		for _, budget := range []int{0, 3, 1 << 30} { // never, backlog, everything due
 			name := fmt.Sprintf("epoch=%d/budget=%d", epoch, budget)
 			dir := filepath.Join(t.TempDir(), "s")
-			st, err := pipeline.OpenStore(dir, zap.NewNop(), nil)
+			st, err := pipeline.OpenStore(dir, pipeline.StoreOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -249,7 +247,7 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 						if err := st.Close(); err != nil {
 							t.Fatal(err)
 						}
-						if st, err = pipeline.OpenStore(dir, zap.NewNop(), nil); err != nil {
+						if st, err = pipeline.OpenStore(dir, pipeline.StoreOptions{}); err != nil {
 							t.Fatal(err)
 						}
 						a, ov = New(Config{DedupWindow: window}), pipeline.NewOverlay(st)

@@ -181,7 +181,7 @@ func (e *Engine) restore(ctx context.Context, pl Plan, dir string) (_ *Store, _ 
 		}
 		want = off
 	}
-	store, err := OpenStore(dir, e.log, e.cache)
+	store, err := OpenStore(dir, StoreOptions{Logger: e.log, Cache: e.cache})
 	if err != nil {
 		return nil, nil, false, err
 	}

@@ -40,7 +40,7 @@ func newRecoveryFixture(t *testing.T, allowLoss bool) *recoveryFixture {
 func (f *recoveryFixture) snapshotAt(offset int64, job map[string]string) checkpoint.Meta {
 	f.t.Helper()
 	live := filepath.Join(f.dir, fmt.Sprintf("live-%d", offset))
-	st, err := OpenStore(live, zaptest.NewLogger(f.t), nil)
+	st, err := OpenStore(live, StoreOptions{Logger: zaptest.NewLogger(f.t)})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -41,19 +41,38 @@ func (p pebbleLogger) Fatalf(format string, args ...any) { p.l.Fatalf(format, ar
 // The cache is reference counted: each store holds a reference until Close.
 func NewCache(bytes int64) *pebble.Cache { return pebble.NewCache(bytes) }
 
-// OpenStore opens (creating if needed) the store in dir.
-func OpenStore(dir string, log *zap.Logger, cache *pebble.Cache) (*Store, error) {
-	return OpenStoreTuned(dir, log, cache, nil)
+// StoreOptions are the options of OpenStore. The zero value is valid: a
+// store with its own block cache whose Pebble log lines are discarded.
+type StoreOptions struct {
+	// Logger receives Pebble's log lines, under the name "pebble" (info
+	// lines at debug level). Nil discards them.
+	Logger *zap.Logger
+	// Cache is the block cache, shared by the stores that are given the
+	// same one (NewCache). Nil gives the store a cache of its own.
+	Cache *pebble.Cache
+	// Tune, if not nil, is called with the Pebble options txstream opens
+	// every store with (see OpenStore) and may change any of them before
+	// the store is opened: a tool or benchmark comparing Pebble settings
+	// uses it. The consumer leaves it nil. Options that change the
+	// on-disk format (FormatMajorVersion and the experimental ones) make
+	// the store, and snapshots of it, unreadable by a consumer opened
+	// without the same Tune.
+	Tune func(*pebble.Options)
 }
 
-// OpenStoreTuned is OpenStore with tune (if not nil) applied to the
-// production Pebble options before the store is opened. It exists for
-// benchmarks that compare tuning candidates (test/integration,
-// BenchmarkCheckpoint); the consumer uses OpenStore.
-func OpenStoreTuned(dir string, log *zap.Logger, cache *pebble.Cache, tune func(*pebble.Options)) (*Store, error) {
+// OpenStore opens (creating if needed) the store in dir with txstream's
+// Pebble options: a 16 MiB memtable, a WAL that is kept (a checkpoint
+// captures the memtable through it, without a flush) but never synced per
+// batch and never recycled, and bloom filters on every level; then
+// o.Tune, if set.
+func OpenStore(dir string, o StoreOptions) (*Store, error) {
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
 	opts := &pebble.Options{
 		Logger: pebbleLogger{log.Named("pebble").Sugar()},
-		Cache:  cache,
+		Cache:  o.Cache,
 		// A big memtable absorbs an epoch's writes and most re-reads of
 		// hot accounts; it also sizes the WAL a snapshot copies.
 		MemTableSize: 16 << 20,
@@ -69,8 +88,8 @@ func OpenStoreTuned(dir string, log *zap.Logger, cache *pebble.Cache, tune func(
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		opts.Levels[i].FilterType = pebble.TableFilter
 	}
-	if tune != nil {
-		tune(opts)
+	if o.Tune != nil {
+		o.Tune(opts)
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -39,7 +38,7 @@ func walBytes(t *testing.T, dir string) int64 {
 func TestPrepareCheckpointFlushesBigWAL(t *testing.T) {
 	cache := NewCache(8 << 20)
 	defer cache.Unref()
-	s, err := OpenStore(filepath.Join(t.TempDir(), "live"), zap.NewNop(), cache)
+	s, err := OpenStore(filepath.Join(t.TempDir(), "live"), StoreOptions{Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +85,7 @@ func TestPrepareCheckpointFlushesBigWAL(t *testing.T) {
 	}
 
 	// The checkpoint opens with every write and the last offset.
-	r, err := OpenStore(ck, zap.NewNop(), cache)
+	r, err := OpenStore(ck, StoreOptions{Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +101,7 @@ func TestPrepareCheckpointFlushesBigWAL(t *testing.T) {
 }
 
 func TestOverlayAbortDiscards(t *testing.T) {
-	st, err := OpenStore(filepath.Join(t.TempDir(), "s"), zaptest.NewLogger(t), nil)
+	st, err := OpenStore(filepath.Join(t.TempDir(), "s"), StoreOptions{Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +133,7 @@ func TestOverlayAbortDiscards(t *testing.T) {
 // the offset, and refuses the offset key; NewIter sees the committed keys
 // in its bounds only.
 func TestDeleteKeys(t *testing.T) {
-	st, err := OpenStore(filepath.Join(t.TempDir(), "s"), zaptest.NewLogger(t), nil)
+	st, err := OpenStore(filepath.Join(t.TempDir(), "s"), StoreOptions{Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

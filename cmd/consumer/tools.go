@@ -268,7 +268,7 @@ func inspectCheckpoint(ctx context.Context, store *checkpoint.Store, topic strin
 	if id != "" && m.ID != id {
 		return fmt.Errorf("snapshot %s does not verify; the newest usable one at or below its offset is %s", id, m.ID)
 	}
-	st, err := pipeline.OpenStore(dst, zap.NewNop(), nil)
+	st, err := pipeline.OpenStore(dst, pipeline.StoreOptions{})
 	if err != nil {
 		return err
 	}

@@ -538,7 +538,7 @@ func ckbBuild(b *testing.B, root string, cache *pebble.Cache, accounts int, v ck
 	}
 	t0 := time.Now()
 	build := filepath.Join(root, "build-"+strings.ReplaceAll(key, "/", "-"))
-	st, err := pipeline.OpenStoreTuned(build, zap.NewNop(), cache, v.tune)
+	st, err := pipeline.OpenStore(build, pipeline.StoreOptions{Cache: cache, Tune: v.tune})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -699,7 +699,7 @@ func ckbRun(b *testing.B, root string, cache *pebble.Cache, accounts int, v ckbV
 	if err := ckbClone(base.dir, live); err != nil {
 		b.Fatal(err)
 	}
-	st, err := pipeline.OpenStoreTuned(live, zap.NewNop(), cache, v.tune)
+	st, err := pipeline.OpenStore(live, pipeline.StoreOptions{Cache: cache, Tune: v.tune})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -959,7 +959,7 @@ func ckbRestore(b *testing.B, run string, s *checkpoint.Store, m checkpoint.Meta
 		b.Fatalf("restored snapshot %s, want the latest %s", got.ID, m.ID)
 	}
 	t0 = time.Now()
-	rs, err := pipeline.OpenStoreTuned(dst, zap.NewNop(), nil, v.tune)
+	rs, err := pipeline.OpenStore(dst, pipeline.StoreOptions{Tune: v.tune})
 	if err != nil {
 		b.Fatal(err)
 	}
