@@ -10,7 +10,7 @@ import (
 
 // diskFullFree is how much room node's disk has left when it restarts: less
 // than the replicas it must catch up on plus what the load adds.
-const diskFullFree = 4 << 20
+const diskFullFree = 2 << 20
 
 // faultDiskFull: one node (coordinating neither the group nor the
 // transactions, where there is one) is stopped, its data moved onto a

@@ -79,7 +79,7 @@ func TestBrokerFaults(t *testing.T) {
 		// timeouts, while the cluster itself stays healthy.
 		{name: "partition-from-group-coordinator", inputs: 60 * time.Second, netns: true, fault: faultPartitionGroupCoordinator},
 		// A broker's disk fills up under load (a loop file system).
-		{name: "disk-full", inputs: 60 * time.Second, fault: faultDiskFull},
+		{name: "disk-full", inputs: 75 * time.Second, fault: faultDiskFull},
 	}
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) { runFaultScenario(t, sc, uint64(900+i)) })
