@@ -39,7 +39,11 @@ type AuthError struct {
 }
 
 func (e *AuthError) Error() string {
-	msg := fmt.Sprintf("SASL authentication failed (mechanism %s, user %q): the broker closed the connection during authentication; check the user name, the password and the mechanism", e.Mechanism, e.User)
+	how := "the broker closed the connection during authentication"
+	if errors.Is(e.Cause, kerr.SaslAuthenticationFailed) {
+		how = "the broker rejected the login"
+	}
+	msg := fmt.Sprintf("SASL authentication failed (mechanism %s, user %q): %s; check the user name, the password and the mechanism", e.Mechanism, e.User, how)
 	if e.Cause != nil {
 		msg += ": " + e.Cause.Error()
 	}
@@ -118,12 +122,23 @@ func (s guardedSession) Challenge(resp []byte) (bool, []byte, error) {
 	return done, next, err
 }
 
-// Explain returns err, turned into an *AuthError when the brokers have
-// rejected this configuration's SASL login since its last successful one
-// (a request that failed with EOF after the broker closed the connection
-// during authentication says nothing useful on its own).
+// Explain returns err, turned into an *AuthError (which names the
+// mechanism and the user) when the broker rejected this configuration's
+// SASL login: with SASL_AUTHENTICATION_FAILED, or by closing the connection
+// during authentication since the last successful login (a request that
+// failed with EOF says nothing useful on its own).
 func (c *Config) Explain(err error) error {
-	if err == nil || c.guard == nil || IsAuthError(err) {
+	if err == nil || c.guard == nil {
+		return err
+	}
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		return err
+	}
+	if errors.Is(err, kerr.SaslAuthenticationFailed) {
+		return c.guard.err(err)
+	}
+	if IsAuthError(err) {
 		return err
 	}
 	if c.guard.rejected.Load() > 0 {

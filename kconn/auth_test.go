@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -90,5 +91,32 @@ func TestAuthGuard(t *testing.T) {
 	}
 	if ae.User != "alice" || ae.Mechanism != "PLAIN" {
 		t.Fatalf("AuthError = %+v", ae)
+	}
+}
+
+// A broker that answers SASL_AUTHENTICATION_FAILED (Apache Kafka) gets the
+// same explanation as one that closes the connection, with its own words.
+func TestExplainBrokerRejection(t *testing.T) {
+	c := Config{Brokers: "127.0.0.1:9092", SASLMechanism: "SCRAM-SHA-256", SASLUser: "bob", SASLPassword: "pw"}
+	if _, err := c.Opts(); err != nil {
+		t.Fatal(err)
+	}
+	cause := fmt.Errorf("%w: Authentication failed: Invalid username or password", kerr.SaslAuthenticationFailed)
+	err := c.Explain(cause)
+	var ae *AuthError
+	if !errors.As(err, &ae) || !errors.Is(err, kerr.SaslAuthenticationFailed) || !IsAuthError(err) {
+		t.Fatalf("Explain(%v) = %v, want an AuthError", cause, err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"SASL authentication failed", "SCRAM-SHA-256", `"bob"`, "the broker rejected the login", "Invalid username or password"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "pw") {
+		t.Errorf("message %q shows the password", msg)
+	}
+	if again := c.Explain(err); again != err {
+		t.Errorf("Explain of an AuthError = %v, want it unchanged", again)
 	}
 }

@@ -178,15 +178,16 @@ type Broker struct {
 // them is a devbroker whatever the chosen kind (its TLS and SASL listener
 // is devbroker's; real Kafka would need keystores and JAAS set up).
 var kfakeOnlyFlags = map[string]bool{
-	"--tls-cert": true, "--tls-key": true, "--sasl-users-file": true, "--advertise": true, "--sync": true,
+	"--advertise": true, "--sync": true,
 }
 
 // startBroker starts the chosen kind of broker (testBrokerKind) on
 // 127.0.0.1 with a free port and waits until it serves. extraArgs are
 // devbroker flags; for Kafka, --topics (created at start) and --partitions
 // (of those and of auto-created topics; devbroker's default, 3, otherwise)
-// carry over, --log-level is ignored, and any kfakeOnlyFlags keep this
-// broker on devbroker.
+// carry over, --tls-cert, --tls-key and --sasl-users-file make a SASL_SSL
+// listener (startKafkaSecure; Addr is then that listener's), --log-level is
+// ignored, and any kfakeOnlyFlags keep this broker on devbroker.
 //
 // dataDir: devbroker keeps everything in memory for "", otherwise topics,
 // offsets and transactions persist there across Kill/Restart. Kafka always
@@ -212,6 +213,7 @@ func startBroker(t testing.TB, dataDir string, extraArgs ...string) *Broker {
 func startKafka(t testing.TB, dataDir string, extraArgs ...string) *Broker {
 	t.Helper()
 	opts := kafkatest.Options{Dir: dataDir, Partitions: 3}
+	var sec kafkaSecurity
 	for i := 0; i < len(extraArgs); i++ {
 		flag, val := extraArgs[i], ""
 		if k, v, ok := strings.Cut(flag, "="); ok {
@@ -233,6 +235,12 @@ func startKafka(t testing.TB, dataDir string, extraArgs ...string) *Broker {
 				t.Fatalf("startBroker: --partitions %q", val)
 			}
 			opts.Partitions = n
+		case "--tls-cert":
+			sec.cert = val
+		case "--tls-key":
+			sec.key = val
+		case "--sasl-users-file":
+			sec.users = val
 		case "--log-level":
 		default:
 			t.Fatalf("startBroker: devbroker flag %s has no Kafka equivalent here; add it to startKafka or kfakeOnlyFlags", flag)
@@ -240,6 +248,12 @@ func startKafka(t testing.TB, dataDir string, extraArgs ...string) *Broker {
 	}
 	if opts.Dir == "" {
 		opts.Dir = filepath.Join(t.TempDir(), "kafka")
+	}
+	if sec.on() {
+		if sec.cert == "" || sec.key == "" {
+			t.Fatal("startBroker: Kafka's secure listener needs --tls-cert and --tls-key")
+		}
+		return startKafkaSecure(t, opts, sec)
 	}
 	k := kafkatest.Start(t, opts)
 	return &Broker{t: t, Kind: brokerKafka, DataDir: k.Dir, Addr: k.Addr, kafka: k, logPath: filepath.Join(k.Dir, "server.log")}

@@ -1,10 +1,11 @@
 package integration
 
 // TLS and SASL, for real: a CA, a server and a client certificate are made
-// here with crypto/x509 (nothing is committed), the devbroker serves TLS
-// with SASL users, and the producer and consumer connect with --tls
-// --tls-ca and each SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512),
-// the password coming from the environment or from a file.
+// here with crypto/x509 (nothing is committed), the broker serves TLS
+// with SASL users (on Kafka a SASL_SSL listener, see kafka_tls_test.go),
+// and the producer and consumer connect with --tls --tls-ca and each SASL
+// mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), the password coming
+// from the environment or from a file.
 //
 // The bottom of this file holds helpers shared by the deployment tests
 // (systemd_test.go, containers_test.go, kcat_test.go): child processes,
@@ -138,7 +139,7 @@ func TestTLSSASL(t *testing.T) {
 	}
 
 	// authFailures counts the logins the broker rejected so far.
-	authFailures := func() int { return strings.Count(b.Logs(), "request unable to be handled") }
+	authFailures := b.AuthFailures
 
 	t.Run("wrong-password", func(t *testing.T) {
 		for _, m := range mechs {
