@@ -57,15 +57,7 @@ func value(gen string, i, size int) []byte {
 // put writes keys [from, to) with generation gen and flushes them to an SST.
 func put(t testing.TB, db *pebble.DB, from, to int, gen string, size int) {
 	t.Helper()
-	b := db.NewBatch()
-	for i := from; i < to; i++ {
-		if err := b.Set(key(i), value(gen, i, size), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+	putNoFlush(t, db, from, to, gen, size)
 	if err := db.Flush(); err != nil {
 		t.Fatal(err)
 	}

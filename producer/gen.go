@@ -25,6 +25,24 @@ give the same bytes. A one-line report of what was written goes to stderr.
 
 Usage: producer gen [flags]`
 
+// parseSubcommand parses the flags of gen or expect, whose help is summary
+// and then the flags. done says the command ends there with code: after
+// --help, or a flag error that the flag set has already reported.
+func parseSubcommand(fs *flag.FlagSet, summary string, args []string) (code int, done bool) {
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), summary)
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK, true
+		}
+		return ExitUsage, true
+	}
+	return 0, false
+}
+
 func genMain(args []string, e Env) int {
 	def := synth.DefaultConfig()
 	fs := flag.NewFlagSet("producer gen", flag.ContinueOnError)
@@ -38,16 +56,8 @@ func genMain(args []string, e Env) int {
 	epoch := fs.String("epoch", def.Epoch.Format(time.RFC3339), "timestamp of the first row (RFC 3339)")
 	interval := fs.Duration("interval", def.Interval, "timestamp step between rows")
 	out := fs.String("out", "-", "output file (- = stdout); a file is written to a temporary name and renamed when complete")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), genSummary)
-		fmt.Fprintln(fs.Output(), "\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitUsage
+	if code, done := parseSubcommand(fs, genSummary, args); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(e.Stderr, "producer gen: unexpected argument %q\n", fs.Arg(0))
@@ -114,16 +124,8 @@ func expectMain(args []string, e Env) int {
 	fs.SetOutput(e.Stderr)
 	maxLine := fs.Int("max-line-bytes", synth.DefaultMaxLineBytes, "longest valid CSV record in bytes")
 	asJSON := fs.Bool("json", false, "print JSON instead of Markdown tables")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), expectSummary)
-		fmt.Fprintln(fs.Output(), "\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitUsage
+	if code, done := parseSubcommand(fs, expectSummary, args); done {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(e.Stderr, "producer expect: want exactly one FILE argument (- = stdin)")
