@@ -89,10 +89,11 @@ kafka-stop:
 
 # Broker faults on a three-node Apache Kafka cluster (test/kafkatest
 # StartCluster): input-leader, output-leader and transaction-coordinator
-# kills, a rolling restart, and the consumer cut off from its group
-# coordinator (network namespace; root only), under load, on Kafka 4.x
-# and 3.9 (transactions v1), each checked exactly once record by record;
-# then the cluster helper's own test. ~11 min on 2 cores; not in make test.
+# kills, a rolling restart, the consumer cut off from its group
+# coordinator (network namespace) and a broker's disk filling up (a loop
+# file system); the last two need root. Under load, on Kafka 4.x and 3.9
+# (transactions v1), each checked exactly once record by record; then the
+# cluster helper's own test. ~13 min on 2 cores; not in make test.
 .PHONY: test-faults
 
 test-faults: build
