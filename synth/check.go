@@ -109,6 +109,11 @@ func (c *OutputChecker) AddDeadLetter(source string) {
 func (c *OutputChecker) Records() int     { return c.records }
 func (c *OutputChecker) DeadLetters() int { return c.dlq }
 
+// Count is the number of output records of transaction id added so far: 1
+// for each valid transaction of an exactly-once output, 2 for the
+// transactions a deliberate reprocessing outputs again.
+func (c *OutputChecker) Count(id string) int { return c.ids[id] }
+
 // CheckOptions say how the input reached the consumer.
 type CheckOptions struct {
 	// BadRowsFiltered: the CSV went through the producer, which rejects

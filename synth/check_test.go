@@ -76,6 +76,19 @@ func TestCheckCorrectOutput(t *testing.T) {
 	}
 }
 
+func TestCheckCount(t *testing.T) {
+	c := NewOutputChecker()
+	for _, o := range append(handOutput, handOutput[3]) {
+		if err := c.AddOutput([]byte(o)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.Count("t1") != 1 || c.Count("t4") != 2 || c.Count("t99") != 0 || c.Records() != len(handOutput)+1 {
+		t.Errorf("counts t1 %d, t4 %d, t99 %d, records %d; want 1, 2, 0, %d",
+			c.Count("t1"), c.Count("t4"), c.Count("t99"), c.Records(), len(handOutput)+1)
+	}
+}
+
 func TestCheckFindsEveryKindOfError(t *testing.T) {
 	with := func(f func(o []string) []string) []string { return f(append([]string(nil), handOutput...)) }
 	cases := []struct {

@@ -59,7 +59,7 @@ func BenchmarkConsumerEndToEnd(b *testing.B) {
 	lines := bytes.Split(bytes.TrimRight(buf.Bytes(), "\n"), []byte("\n"))[1:]
 	ctx := context.Background()
 	t0 := time.Now()
-	if err := produceRaw(ctx, nil, broker.Addr, lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, lines, 0); err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("pre-produced %d rows over %d accounts in %v", rows, cfg.Accounts, time.Since(t0).Round(time.Millisecond))

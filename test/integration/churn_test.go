@@ -11,12 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/txstream/txstream/synth"
 )
 
 // Group churn settings. The session timeout is the shortest Kafka accepts
@@ -188,7 +189,7 @@ func TestGroupChurnExactlyOnce(t *testing.T) {
 	defer cancel()
 	prodErr := make(chan error, 1)
 	inputStart := time.Now()
-	go func() { prodErr <- produceSteady(ctx, broker.Addr, ds.lines, churnRate) }()
+	go func() { prodErr <- produceRaw(ctx, broker.Addr, ds.lines, churnRate) }()
 
 	var events []string
 	// wakes are the zombies: what each stopped process logged from its
@@ -387,19 +388,19 @@ func TestGroupChurnExactlyOnce(t *testing.T) {
 
 	// Exactly once, whatever else failed above: a subtest, so that its
 	// verdict shows on its own.
-	var out *outputCheck
+	var rep *synth.Report
 	exact := t.Run("exactly_once", func(t *testing.T) {
-		out = readAll(t, broker.Addr)
-		out.verify(t, ds.exp)
+		var out *synth.OutputChecker
+		out, rep = verifyOutput(t, broker.Addr, ds.exp)
 		if t.Failed() {
-			explainOutput(t, broker.Addr, out, ds)
+			explainOutput(t, broker.Addr, out, rep, ds)
 		}
 	})
 	if !exact || t.Failed() {
 		t.Logf("schedule (seed %d):\n%s", seed, strings.Join(events, "\n"))
 	}
 	if exact {
-		t.Logf("exactly once after churn: %d transactions, %d dead letters; total %v", len(out.ids), out.dlq, time.Since(began).Round(time.Millisecond))
+		t.Logf("exactly once after churn: %d transactions, %d dead letters; total %v", rep.Distinct, rep.DeadLetters, time.Since(began).Round(time.Millisecond))
 	}
 }
 
@@ -421,7 +422,7 @@ func lastLines(log string, n int, skip string) string {
 // output or repeated in it came from: input partition and offsets, which
 // the members' logs ("partition released", "recovering partition", epoch
 // commits) can be matched against.
-func explainOutput(t *testing.T, broker string, out *outputCheck, ds *dataset) {
+func explainOutput(t *testing.T, broker string, out *synth.OutputChecker, rep *synth.Report, ds *dataset) {
 	t.Helper()
 	where := map[string][2]int64{} // transaction id -> partition, offset
 	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics("transactions"),
@@ -483,13 +484,11 @@ func explainOutput(t *testing.T, broker string, out *outputCheck, ds *dataset) {
 		}
 	}
 	var repeated, missing []string
-	for id, n := range out.ids {
-		if n > 1 {
-			repeated = append(repeated, id)
-		}
+	for id := range rep.Repeated {
+		repeated = append(repeated, id)
 	}
 	for id := range ds.exp.Running {
-		if out.ids[id] == 0 {
+		if out.Count(id) == 0 {
 			missing = append(missing, id)
 		}
 	}
@@ -555,51 +554,4 @@ func wakeSummary(log string, max int) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// produceSteady publishes every row, keyed by account as produceRaw does,
-// at a steady rate: paced every 20 records, so that input arrives
-// continuously rather than in bursts. One client keeps every key's records
-// in order.
-func produceSteady(ctx context.Context, broker string, lines [][]byte, rate int) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.DefaultProduceTopic("transactions"),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(5*time.Millisecond))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	var mu sync.Mutex
-	var perr error
-	start := time.Now()
-	for i, l := range lines {
-		var key []byte
-		if f := bytes.SplitN(l, []byte(","), 3); len(f) > 1 {
-			key = f[1]
-		}
-		cl.Produce(ctx, &kgo.Record{Key: key, Value: l}, func(_ *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				if perr == nil {
-					perr = err
-				}
-				mu.Unlock()
-			}
-		})
-		if i%20 == 19 {
-			due := start.Add(time.Duration(i+1) * time.Second / time.Duration(rate))
-			if d := time.Until(due); d > 0 {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(d):
-				}
-			}
-		}
-	}
-	if err := cl.Flush(ctx); err != nil {
-		return err
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return perr
 }

@@ -20,7 +20,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +29,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/txstream/txstream/checkpoint"
-	"github.com/txstream/txstream/synth"
 )
 
 const (
@@ -53,7 +51,7 @@ func TestEdgeGroupOffsetsDeleted(t *testing.T) {
 	ctx := context.Background()
 
 	a := genDataset(t, 4000, 100, 21)
-	if err := produceRaw(ctx, t, broker.Addr, a.lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, a.lines, 0); err != nil {
 		t.Fatal(err)
 	}
 	runToIdle(t, bins, consumerArgs(broker.Addr, dir, "c1"))
@@ -69,7 +67,7 @@ func TestEdgeGroupOffsetsDeleted(t *testing.T) {
 
 	b := genDataset(t, 2000, 100, 22)
 	edgeRetag(b.lines, "TY-")
-	if err := produceRaw(ctx, t, broker.Addr, b.lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, b.lines, 0); err != nil {
 		t.Fatal(err)
 	}
 	both := combine(t, a, b)
@@ -90,7 +88,7 @@ func TestEdgeGroupOffsetsDeleted(t *testing.T) {
 				part, c, grepLines(log, "recovering partition", 10))
 		}
 	}
-	readAll(t, broker.Addr).verify(t, both.exp)
+	verifyOutput(t, broker.Addr, both.exp)
 	if got := edgeSum(edgeGroupOffsets(t, adm, edgeGroup)); got != int64(len(a.lines)+len(b.lines)) {
 		t.Errorf("after the second run the group's offsets sum to %d, want %d", got, len(a.lines)+len(b.lines))
 	}
@@ -115,7 +113,7 @@ func TestEdgeGroupOffsetsDeleted(t *testing.T) {
 	if strings.Contains(p.log.String(), `"commit_point_from":"new"`) {
 		t.Errorf("a partition was treated as new although snapshots exist:\n%s", grepLines(p.log.String(), "recovering partition", 5))
 	}
-	readAll(t, broker.Addr).verify(t, both.exp) // nothing output again
+	verifyOutput(t, broker.Addr, both.exp) // nothing output again
 }
 
 // TestEdgeDeleteRecordsPastPosition: while a consumer is stopped (SIGSTOP)
@@ -133,7 +131,7 @@ func TestEdgeDeleteRecordsPastPosition(t *testing.T) {
 	const victim = int32(1)
 
 	a := genDataset(t, 3000, 90, 31)
-	if err := produceRaw(ctx, t, broker.Addr, a.lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, a.lines, 0); err != nil {
 		t.Fatal(err)
 	}
 	// A session long enough to outlast the stop: the member keeps its
@@ -228,9 +226,9 @@ func TestEdgeDeleteRecordsPastPosition(t *testing.T) {
 			kept = append(kept, l)
 		}
 	}
-	exp := edgeExpect(t, kept)
+	exp := expectRows(t, kept)
 	t.Logf("expectation without the %d deleted records: %d valid transactions", len(a.lines)+len(b.lines)-len(kept), exp.Valid)
-	readAll(t, broker.Addr).verify(t, exp)
+	verifyOutput(t, broker.Addr, exp)
 }
 
 // TestEdgeSavepointNewGroupFailFirstRecord: a savepoint is started into a
@@ -247,7 +245,7 @@ func TestEdgeSavepointNewGroupFailFirstRecord(t *testing.T) {
 	ctx := context.Background()
 
 	a := genDataset(t, 4000, 100, 41)
-	if err := produceRaw(ctx, t, broker.Addr, a.lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, a.lines, 0); err != nil {
 		t.Fatal(err)
 	}
 	p := startConsumer(t, bins, nil, consumerArgs(broker.Addr, dir, "v1", "--savepoint-on-stop")...)
@@ -278,7 +276,7 @@ func TestEdgeSavepointNewGroupFailFirstRecord(t *testing.T) {
 
 	b := genDataset(t, 2000, 100, 42)
 	edgeRetag(b.lines, "TY-")
-	if err := produceRaw(ctx, t, broker.Addr, b.lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, b.lines, 0); err != nil {
 		t.Fatal(err)
 	}
 	// A new group: no offsets, no progress records of its own. Same
@@ -309,7 +307,7 @@ func TestEdgeSavepointNewGroupFailFirstRecord(t *testing.T) {
 				part, perPart[part], grepLines(log, "recovering partition", 10))
 		}
 	}
-	readAll(t, broker.Addr).verify(t, combine(t, a, b).exp)
+	verifyOutput(t, broker.Addr, combine(t, a, b).exp)
 	g2 := edgeGroupOffsets(t, adm, "g2")
 	if edgeSum(g2) != int64(len(a.lines)+len(b.lines)) {
 		t.Errorf("group g2 committed %v, want the end of the input (%d records)", g2, len(a.lines)+len(b.lines))
@@ -323,7 +321,7 @@ func TestEdgeSavepointNewGroupFailFirstRecord(t *testing.T) {
 	// after the injected failure) and recovery uses g2's snapshots.
 	c := genDataset(t, 1000, 100, 43)
 	edgeRetag(c.lines, "TZ-")
-	if err := produceRaw(ctx, t, broker.Addr, c.lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, c.lines, 0); err != nil {
 		t.Fatal(err)
 	}
 	p = edgeRunToIdle(t, bins, 90*time.Second, args)
@@ -342,7 +340,7 @@ func TestEdgeSavepointNewGroupFailFirstRecord(t *testing.T) {
 		t.Errorf("the savepoint was restored although the group is past it:\n%s", grepLines(log, "recovering partition", 10))
 	}
 	all := append(append(append([][]byte{}, a.lines...), b.lines...), c.lines...)
-	readAll(t, broker.Addr).verify(t, edgeExpect(t, all))
+	verifyOutput(t, broker.Addr, expectRows(t, all))
 }
 
 // TestEdgeHugeZstdLine: one 2 MiB (compressible) input line among normal
@@ -372,7 +370,7 @@ func TestEdgeHugeZstdLine(t *testing.T) {
 	big = append(big, bytes.Repeat([]byte("7"), 2<<20-len(big))...)
 	mid := len(ds.lines) / 2
 	lines := append(append(append([][]byte{}, ds.lines[:mid]...), big), ds.lines[mid:]...)
-	exp := edgeExpect(t, lines)
+	exp := expectRows(t, lines)
 	if exp.BadByReason["line_too_long"] != 1 {
 		t.Fatalf("synth counts %d line_too_long rows, want 1", exp.BadByReason["line_too_long"])
 	}
@@ -385,7 +383,7 @@ func TestEdgeHugeZstdLine(t *testing.T) {
 	if n := strings.Count(log, `"msg":"recovering partition"`); n != 3 {
 		t.Errorf("%d partition recoveries, want 3 (one attempt, no restart); log:\n%s", n, grepLines(log, `"level":"error"`, 10))
 	}
-	readAll(t, broker.Addr).verify(t, exp)
+	verifyOutput(t, broker.Addr, exp)
 
 	found := 0
 	for _, r := range edgeReadTopic(t, broker.Addr, "transactions-dlq") {
@@ -421,7 +419,7 @@ func TestEdgeHugeZstdLine(t *testing.T) {
 	}) {
 		t.Errorf("partition %d was not replayed over the 2 MiB record; log:\n%s", bigAt.p, grepLines(p.log.String(), "recover", 10))
 	}
-	readAll(t, broker.Addr).verify(t, exp)
+	verifyOutput(t, broker.Addr, exp)
 }
 
 // TestEdgeForeignSnapshotDir: the input topic is deleted and re-created
@@ -437,7 +435,7 @@ func TestEdgeForeignSnapshotDir(t *testing.T) {
 	ctx := context.Background()
 
 	a := genDataset(t, 3000, 100, 61)
-	if err := produceRaw(ctx, t, broker.Addr, a.lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, a.lines, 0); err != nil {
 		t.Fatal(err)
 	}
 	runToIdle(t, bins, consumerArgs(broker.Addr, dir, "c1"))
@@ -465,7 +463,7 @@ func TestEdgeForeignSnapshotDir(t *testing.T) {
 	// state or positions of the old incarnation would show up as
 	// conflicts, skipped records or wrong aggregates.
 	b := genDataset(t, 4500, 100, 62)
-	if err := produceRaw(ctx, t, broker.Addr, b.lines, 0); err != nil {
+	if err := produceRaw(ctx, broker.Addr, b.lines, 0); err != nil {
 		t.Fatal(err)
 	}
 	p := runToIdle(t, bins, consumerArgs(broker.Addr, dir, "c1"))
@@ -490,7 +488,7 @@ func TestEdgeForeignSnapshotDir(t *testing.T) {
 			t.Errorf("partition %d: want recovery from empty state as a new partition at offset 0; log:\n%s", part, grepLines(log, "recovering partition", 10))
 		}
 	}
-	readAll(t, broker.Addr).verify(t, b.exp)
+	verifyOutput(t, broker.Addr, b.exp)
 }
 
 // --- helpers (prefixed edge: other files of the package are edited concurrently)
@@ -652,64 +650,15 @@ func edgeRetag(lines [][]byte, prefix string) {
 	}
 }
 
-// edgeExpect is synth's expectation of data rows produced in this order.
-func edgeExpect(t *testing.T, lines [][]byte) *synth.Result {
+// edgeProduce publishes the rows to topic with extra client options
+// (produceRows) and returns where each one landed.
+func edgeProduce(t *testing.T, addr, topic string, lines [][]byte, opts ...kgo.Opt) []rowPos {
 	t.Helper()
-	var buf bytes.Buffer
-	buf.WriteString("transaction_id,account_id,amount,timestamp\n")
-	for _, l := range lines {
-		buf.Write(l)
-		buf.WriteByte('\n')
-	}
-	exp, err := synth.Expected(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exp
-}
-
-type edgePos struct {
-	p   int32
-	off int64
-}
-
-// edgeProduce publishes the rows as produceRaw does (keyed by account)
-// with extra client options, and returns where each one landed.
-func edgeProduce(t *testing.T, addr, topic string, lines [][]byte, opts ...kgo.Opt) []edgePos {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(topic),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.MaxBufferedRecords(20000)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pos := make([]edgePos, len(lines))
-	var mu sync.Mutex
-	var perr error
-	for i, l := range lines {
-		var key []byte
-		if f := bytes.Split(l, []byte(",")); len(f) > 1 {
-			key = f[1]
-		}
-		cl.Produce(ctx, &kgo.Record{Key: key, Value: l}, func(r *kgo.Record, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				perr = err
-				return
-			}
-			pos[i] = edgePos{r.Partition, r.Offset}
-		})
-	}
-	if err := cl.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if perr != nil {
-		t.Fatalf("producing to %s: %v", topic, perr)
+	pos, err := produceRows(ctx, addr, lines, rowInput{topic: topic, opts: opts})
+	if err != nil {
+		t.Fatalf("producing to %s: %v", topic, err)
 	}
 	return pos
 }

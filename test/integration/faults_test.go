@@ -11,14 +11,12 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/txstream/txstream/test/kafkatest"
 )
@@ -120,7 +118,12 @@ func runFaultScenario(t *testing.T, sc faultScenario, seed uint64) {
 	defer cancel()
 	var produced atomic.Int64
 	prodErr := make(chan error, 1)
-	go func() { prodErr <- faultProduce(ctx, c.Addrs, ds.lines, sc.inputs, &produced) }()
+	// Every node is a seed; the input is spread over sc.inputs.
+	rate := max(1, int(float64(len(ds.lines))/sc.inputs.Seconds()))
+	go func() {
+		_, err := produceRows(ctx, c.Bootstrap(), ds.lines, rowInput{rate: rate, acked: &produced})
+		prodErr <- err
+	}()
 
 	args := consumerArgs(c.Bootstrap(), dir, faultInstance, append([]string{
 		// Broker faults fail attempts; the job must ride them out however
@@ -189,7 +192,7 @@ func runFaultScenario(t *testing.T, sc faultScenario, seed uint64) {
 	})
 	final = runToIdle(t, bins, consumerArgs(c.Bootstrap(), dir, faultInstance))
 	f.logf("final run to idle done; %s", faultRestarts(final.log.String()))
-	readAll(t, c.Addrs[0]).verify(t, ds.exp)
+	verifyOutput(t, c.Addrs[0], ds.exp)
 	t.Logf("scenario %s (Kafka %s): cluster start %v, fault %v, catch-up %v, scenario %v; %d rows (%d valid, %d duplicates, %d bad)",
 		sc.name, c.Version, clusterStart.Round(time.Millisecond), faultTook.Round(time.Millisecond), catchUpTook.Round(time.Millisecond),
 		time.Since(began).Round(time.Second), faultRows, ds.exp.Valid, ds.exp.Duplicates, ds.exp.Bad)
@@ -210,53 +213,6 @@ func saveFaultLog(t *testing.T, name string, log func() string) {
 			}
 		}
 	})
-}
-
-// faultProduce publishes every row keyed by its account at a steady rate
-// over d, as a producer of record would: acks=all, idempotent (franz-go's
-// default), so each partition keeps its keys' order across leader changes
-// and retries. Every node is a seed.
-func faultProduce(ctx context.Context, seeds []string, lines [][]byte, d time.Duration, produced *atomic.Int64) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic("transactions"),
-		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.MaxBufferedRecords(20000))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	start := time.Now()
-	var mu sync.Mutex
-	var perr error
-	for i, l := range lines {
-		key := []byte(nil)
-		if fs := bytes.Split(l, []byte(",")); len(fs) > 1 {
-			key = fs[1]
-		}
-		cl.Produce(ctx, &kgo.Record{Key: key, Value: l}, func(_ *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				if perr == nil {
-					perr = err
-				}
-				mu.Unlock()
-				return
-			}
-			produced.Add(1)
-		})
-		if i%200 == 199 {
-			due := start.Add(time.Duration(i+1) * d / time.Duration(len(lines)))
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Until(due)):
-			}
-		}
-	}
-	if err := cl.Flush(ctx); err != nil {
-		return err
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return perr
 }
 
 // committed is the group's committed input offsets, summed over the

@@ -22,7 +22,7 @@ func TestTwoConsumersHandOver(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	prodErr := make(chan error, 1)
-	go func() { prodErr <- produceRaw(ctx, t, broker.Addr, ds.lines, 10_000) }() // 6 s of live input
+	go func() { prodErr <- produceRaw(ctx, broker.Addr, ds.lines, 10_000) }() // 6 s of live input
 
 	// A short rebalance timeout bounds a join that waits for a member
 	// killed in the middle of a rebalance (brokers wait for it to rejoin
@@ -81,7 +81,7 @@ func TestTwoConsumersHandOver(t *testing.T) {
 			t.Errorf("survivor never recovered b's partition %d after the kill:\n%s", p, grepLines(a.log.String(), "recovering partition", 20))
 		}
 	}
-	readAll(t, broker.Addr).verify(t, ds.exp)
+	verifyOutput(t, broker.Addr, ds.exp)
 	if t.Failed() {
 		t.Logf("survivor log:\n%s", grepLines(a.log.String(), `"level":"`, 60))
 	}

@@ -165,7 +165,7 @@ type Broker struct {
 	DataDir string // devbroker: "" = in memory; Kafka: its directory (data, config, server.log)
 	Addr    string // host:port, the same across restarts
 	extra   []string
-	logPath string
+	logPath string // devbroker's output
 
 	kafka *kafkatest.Broker
 
@@ -256,7 +256,7 @@ func startKafka(t testing.TB, dataDir string, extraArgs ...string) *Broker {
 		return startKafkaSecure(t, opts, sec)
 	}
 	k := kafkatest.Start(t, opts)
-	return &Broker{t: t, Kind: brokerKafka, DataDir: k.Dir, Addr: k.Addr, kafka: k, logPath: filepath.Join(k.Dir, "server.log")}
+	return &Broker{t: t, Kind: brokerKafka, DataDir: k.Dir, Addr: k.Addr, kafka: k}
 }
 
 // startDevbroker starts a devbroker (kfake) whatever TXSTREAM_TEST_BROKER
@@ -405,8 +405,12 @@ func (b *Broker) Running() bool {
 	}
 }
 
-// Logs returns the broker's output so far (all starts).
+// Logs returns the broker's output so far, all starts: Kafka's server.log
+// or devbroker's stdout and stderr.
 func (b *Broker) Logs() string {
+	if b.kafka != nil {
+		return b.kafka.Logs()
+	}
 	data, _ := os.ReadFile(b.logPath)
 	return string(data)
 }

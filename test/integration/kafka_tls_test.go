@@ -135,9 +135,9 @@ func startKafkaSecure(t testing.TB, opts kafkatest.Options, sec kafkaSecurity) *
 	}
 	lname := strings.ToLower(proto)
 	props := map[string]string{
-		"listeners":                       fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d,%s://127.0.0.1:%d", plain, ctrl, proto, secure),
-		"advertised.listeners":            fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,%s://127.0.0.1:%d", plain, proto, secure),
-		"listener.security.protocol.map":  "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
+		"listeners":                                         fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d,%s://127.0.0.1:%d", plain, ctrl, proto, secure),
+		"advertised.listeners":                              fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,%s://127.0.0.1:%d", plain, proto, secure),
+		"listener.security.protocol.map":                    "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL",
 		"listener.name." + lname + ".ssl.keystore.type":     "PEM",
 		"listener.name." + lname + ".ssl.keystore.location": filepath.Join(opts.Dir, "keystore.pem"),
 	}
@@ -214,7 +214,7 @@ func startKafkaSecure(t testing.TB, opts kafkatest.Options, sec kafkaSecurity) *
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", secure)
 	t.Logf("Kafka %s: %s listener at %s (PLAINTEXT at %s)", k.Version, proto, addr, k.Addr)
-	return &Broker{t: t, Kind: brokerKafka, DataDir: k.Dir, Addr: addr, kafka: k, logPath: filepath.Join(k.Dir, "server.log")}
+	return &Broker{t: t, Kind: brokerKafka, DataDir: k.Dir, Addr: addr, kafka: k}
 }
 
 // AuthFailures counts the logins the broker has rejected so far, from its
