@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -388,22 +387,7 @@ func (c *Cluster) WaitISR(minISR int, timeout time.Duration) error {
 // num.partitions) and the cluster's default replication factor; existing
 // topics are left as they are.
 func (c *Cluster) CreateTopics(partitions int, topics ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p := int32(partitions)
-	if p <= 0 {
-		p = -1
-	}
-	resp, err := c.admin().CreateTopics(ctx, p, -1, nil, topics...)
-	if err != nil {
-		return err
-	}
-	for _, r := range resp.Sorted() {
-		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("%s: %w", r.Topic, r.Err)
-		}
-	}
-	return nil
+	return createTopics(c.admin(), partitions, -1, topics)
 }
 
 // NodeOf is the index of the node with Kafka node id id, or -1.

@@ -396,14 +396,20 @@ func (b *Broker) CreateTopics(partitions int, topics ...string) error {
 		return err
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	return createTopics(kadm.NewClient(cl), partitions, 1, topics)
+}
+
+// createTopics creates topics with partitions each (0 = the brokers'
+// num.partitions) and replication factor rf (-1 = the brokers' default),
+// leaving existing topics as they are.
+func createTopics(adm *kadm.Client, partitions int, rf int16, topics []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p := int32(partitions)
 	if p <= 0 {
 		p = -1
 	}
-	resp, err := adm.CreateTopics(ctx, p, 1, nil, topics...)
+	resp, err := adm.CreateTopics(ctx, p, rf, nil, topics...)
 	if err != nil {
 		return err
 	}
