@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/txstream/txstream/synth"
 )
 
@@ -425,33 +423,11 @@ func lastLines(log string, n int, skip string) string {
 func explainOutput(t *testing.T, broker string, out *synth.OutputChecker, rep *synth.Report, ds *dataset) {
 	t.Helper()
 	where := map[string][2]int64{} // transaction id -> partition, offset
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics("transactions"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Log(err)
-		return
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for n, quiet := 0, 0; quiet < 3 && n < len(ds.lines) && ctx.Err() == nil; {
-		pctx, pcancel := context.WithTimeout(ctx, time.Second)
-		fs := cl.PollFetches(pctx)
-		pcancel()
-		got := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			got++
-			if f := bytes.SplitN(r.Value, []byte(","), 2); len(f) == 2 {
-				if _, seen := where[string(f[0])]; !seen {
-					where[string(f[0])] = [2]int64{int64(r.Partition), r.Offset}
-				}
+	for _, r := range readTopics(t, broker, "transactions") {
+		if f := bytes.SplitN(r.Value, []byte(","), 2); len(f) == 2 {
+			if _, seen := where[string(f[0])]; !seen {
+				where[string(f[0])] = [2]int64{int64(r.Partition), r.Offset}
 			}
-		})
-		n += got
-		if got == 0 {
-			quiet++
-		} else {
-			quiet = 0
 		}
 	}
 	type span struct {

@@ -160,48 +160,55 @@ func produceRaw(ctx context.Context, broker string, lines [][]byte, rate int) er
 	return err
 }
 
-// readOutput reads transactions-out and transactions-dlq read_committed
-// from the start until they have been quiet for 3 s (at most 2 minutes)
-// into synth's output checker. A dead letter's source is its
-// txstream-source-{topic,partition,offset} headers, joined by "/".
-func readOutput(t *testing.T, broker string) *synth.OutputChecker {
+// readTopics reads topics read_committed from the start, as a downstream
+// consumer would, until they have been quiet for 3 s (at most 2 minutes).
+func readTopics(t *testing.T, broker string, topics ...string) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics("transactions-out", "transactions-dlq"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	c := synth.NewOutputChecker()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	var out []*kgo.Record
 	for quiet := 0; quiet < 3; {
 		pctx, pcancel := context.WithTimeout(ctx, time.Second)
 		fs := cl.PollFetches(pctx)
 		pcancel()
 		if ctx.Err() != nil {
-			t.Fatal("reading the output took more than 2 minutes")
+			t.Fatalf("reading %v took more than 2 minutes", topics)
 		}
-		n := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			n++
-			if r.Topic == "transactions-dlq" {
-				var src []string
-				for _, h := range r.Headers {
-					if strings.HasPrefix(h.Key, "txstream-source-") {
-						src = append(src, string(h.Value))
-					}
-				}
-				c.AddDeadLetter(strings.Join(src, "/"))
-				return
-			}
-			_ = c.AddOutput(r.Value) // counted; Check reports it
-		})
-		if n == 0 {
+		n := len(out)
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+		if len(out) == n {
 			quiet++
 		} else {
 			quiet = 0
 		}
+	}
+	return out
+}
+
+// readOutput reads transactions-out and transactions-dlq (readTopics)
+// into synth's output checker. A dead letter's source is its
+// txstream-source-{topic,partition,offset} headers, joined by "/".
+func readOutput(t *testing.T, broker string) *synth.OutputChecker {
+	t.Helper()
+	c := synth.NewOutputChecker()
+	for _, r := range readTopics(t, broker, "transactions-out", "transactions-dlq") {
+		if r.Topic == "transactions-dlq" {
+			var src []string
+			for _, h := range r.Headers {
+				if strings.HasPrefix(h.Key, "txstream-source-") {
+					src = append(src, string(h.Value))
+				}
+			}
+			c.AddDeadLetter(strings.Join(src, "/"))
+			continue
+		}
+		_ = c.AddOutput(r.Value) // counted; Check reports it
 	}
 	return c
 }

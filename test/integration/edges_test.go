@@ -386,7 +386,7 @@ func TestEdgeHugeZstdLine(t *testing.T) {
 	verifyOutput(t, broker.Addr, exp)
 
 	found := 0
-	for _, r := range edgeReadTopic(t, broker.Addr, "transactions-dlq") {
+	for _, r := range readTopics(t, broker.Addr, "transactions-dlq") {
 		h := map[string]string{}
 		for _, kv := range r.Headers {
 			h[kv.Key] = string(kv.Value)
@@ -661,31 +661,6 @@ func edgeProduce(t *testing.T, addr, topic string, lines [][]byte, opts ...kgo.O
 		t.Fatalf("producing to %s: %v", topic, err)
 	}
 	return pos
-}
-
-// edgeReadTopic reads a whole topic read_committed.
-func edgeReadTopic(t *testing.T, addr, topic string) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var out []*kgo.Record
-	for quiet := 0; quiet < 3; {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		n := 0
-		fs.EachRecord(func(r *kgo.Record) { out = append(out, r); n++ })
-		if n == 0 {
-			quiet++
-		} else {
-			quiet = 0
-		}
-	}
-	return out
 }
 
 // edgeRunToIdle is runToIdle with a tighter bound: a consumer that loops
