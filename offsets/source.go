@@ -1,6 +1,3 @@
-// Package offsets owns the input side: consumer-group membership, fetching,
-// per-partition positions, the committed offsets recovery starts from, and
-// the bounded replay reads that rebuild state after a restore.
 package offsets
 
 import (

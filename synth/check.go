@@ -14,13 +14,8 @@ import (
 // of the oracle. Like Expected it shares nothing with the consumer: it
 // decodes the output JSON itself and knows only the documented fields of
 // an output record. Reading the topics (read_committed, until quiet) is
-// the caller's business; the checker takes the values it read.
-//
-//	c := synth.NewOutputChecker()
-//	for each record of the output topic:     c.AddOutput(r.Value)
-//	for each record of the dead-letter topic: c.AddDeadLetter(source)
-//	rep := c.Check(expected, synth.CheckOptions{})
-//	if !rep.OK() { for _, p := range rep.Problems { t.Error(p) } }
+// the caller's business; the checker takes the values it read (the
+// package documentation shows the use).
 
 // Output is the part of one output record the checker reads: the
 // transaction and its account's running aggregate right after it.

@@ -1,18 +1,3 @@
-// Package synth generates deterministic synthetic transaction CSV for tests,
-// benchmarks and demos, computes the results a correct consumer must
-// produce for any such CSV (see Expected), and checks what a consumer wrote
-// against them (see OutputChecker). It is the independent oracle: it
-// imports none of the consumer's packages.
-//
-// The generator writes the columns transaction_id,account_id,amount,timestamp.
-// Accounts follow a Zipf distribution (a few hot accounts, a long tail),
-// amounts have two decimals, timestamps increase from a fixed epoch. A
-// fraction of rows is malformed on purpose (empty id, bad amount, wrong field
-// count, bad timestamp) and a fraction repeats an earlier valid row exactly.
-//
-// Output depends only on Config: the random source is a PCG seeded from
-// Config.Seed and every draw is derived from its raw 64-bit outputs, so the
-// bytes do not change with Go's math/rand helpers.
 package synth
 
 import (
