@@ -529,7 +529,7 @@ func readJSON(path string, v any) error {
 // validateMeta checks everything Restore and GC rely on, so that a damaged
 // or hostile metadata file cannot make us read or delete outside the
 // checkpoint directory.
-func (s *Store) validateMeta(m Meta, tp TopicPartition) error {
+func validateMeta(m Meta, tp TopicPartition) error {
 	if m.Format != FormatVersion {
 		return fmt.Errorf("metadata format %d, want %d", m.Format, FormatVersion)
 	}

@@ -127,7 +127,7 @@ func (s *Store) loadMeta(tp TopicPartition, dir string) (Meta, error) {
 		return Meta{}, err
 	}
 	m.Dir = dir
-	if err := s.validateMeta(m, tp); err != nil {
+	if err := validateMeta(m, tp); err != nil {
 		return Meta{}, &metaError{fmt.Errorf("metadata invalid: %w", err)}
 	}
 	if m.ID != filepath.Base(dir) {
@@ -478,7 +478,7 @@ func (s *Store) Verify(ctx context.Context, m Meta) error {
 		m.Dir = filepath.Join(s.partDir(tp), m.ID)
 	}
 	what := "snapshot " + m.ID
-	if err := s.validateMeta(m, tp); err != nil {
+	if err := validateMeta(m, tp); err != nil {
 		return fmt.Errorf("%w: %s: metadata invalid: %w", ErrCorrupt, what, err)
 	}
 	for _, f := range m.Files {

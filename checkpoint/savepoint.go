@@ -58,7 +58,9 @@ type SavepointMeta struct {
 	CreatedAt  time.Time            `json:"created_at"`
 	Partitions []SavepointPartition `json:"partitions"` // sorted by topic, partition
 	Job        map[string]string    `json:"job,omitempty"`
-	Dir        string               `json:"-"` // absolute path of the savepoint directory (filled on load)
+	Dir        string               `json:"-"` // absolute path of the savepoint directory, or its s3:// URL (filled on load)
+
+	remote *S3Store // the object storage holding the files; nil: the directory Dir
 }
 
 // Bytes returns the total size of the savepoint's files.
@@ -113,15 +115,33 @@ func validateSavepointName(name string) error {
 // it) is hard-linked from the pool instead of copied; a failed link (e.g.
 // savepoints/ on another filesystem) falls back to a copy.
 func (s *Store) Savepoint(ctx context.Context, name string, parts []SavepointPart, job map[string]string) (SavepointMeta, error) {
+	name, created, parts, err := checkSavepointParts(name, parts)
+	if err != nil {
+		return SavepointMeta{}, err
+	}
+	s.spMu.Lock()
+	defer s.spMu.Unlock()
+	sp, err := s.savepointLocked(ctx, name, created, parts, job)
+	if err != nil {
+		return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: %w", name, err)
+	}
+	s.log.Debug("checkpoint: savepoint written", zap.String("savepoint", name), zap.Int("partitions", len(sp.Partitions)),
+		zap.Int64("bytes", sp.Bytes()), zap.Duration("duration", time.Since(created)))
+	return sp, nil
+}
+
+// checkSavepointParts validates a savepoint request, generates a name
+// when it is empty and returns the parts sorted with normalised ids.
+func checkSavepointParts(name string, parts []SavepointPart) (string, time.Time, []SavepointPart, error) {
 	created := time.Now().UTC()
 	if name == "" {
 		name = "savepoint-" + created.Format("20060102T150405Z")
 	}
 	if err := validateSavepointName(name); err != nil {
-		return SavepointMeta{}, err
+		return "", time.Time{}, nil, err
 	}
 	if len(parts) == 0 {
-		return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: no partitions", name)
+		return "", time.Time{}, nil, fmt.Errorf("checkpoint: savepoint %s: no partitions", name)
 	}
 	parts = append([]SavepointPart(nil), parts...)
 	sort.Slice(parts, func(i, j int) bool {
@@ -133,29 +153,20 @@ func (s *Store) Savepoint(ctx context.Context, name string, parts []SavepointPar
 	for i, p := range parts {
 		tp := TopicPartition{Topic: p.Topic, Partition: p.Partition}
 		if err := validateTP(tp); err != nil {
-			return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: %w", name, err)
+			return "", time.Time{}, nil, fmt.Errorf("checkpoint: savepoint %s: %w", name, err)
 		}
 		if p.Offset < 0 {
-			return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: %s: negative offset %d", name, tp, p.Offset)
+			return "", time.Time{}, nil, fmt.Errorf("checkpoint: savepoint %s: %s: negative offset %d", name, tp, p.Offset)
 		}
 		if i > 0 && parts[i-1].Topic == p.Topic && parts[i-1].Partition == p.Partition {
-			return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: %s listed twice", name, tp)
+			return "", time.Time{}, nil, fmt.Errorf("checkpoint: savepoint %s: %s listed twice", name, tp)
 		}
 		parts[i].TopicID, parts[i].ClusterID = normID(p.TopicID), normID(p.ClusterID)
 		if err := validateSourceIDs(parts[i].TopicID, parts[i].ClusterID); err != nil {
-			return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: %s: %w", name, tp, err)
+			return "", time.Time{}, nil, fmt.Errorf("checkpoint: savepoint %s: %s: %w", name, tp, err)
 		}
 	}
-
-	s.spMu.Lock()
-	defer s.spMu.Unlock()
-	sp, err := s.savepointLocked(ctx, name, created, parts, job)
-	if err != nil {
-		return SavepointMeta{}, fmt.Errorf("checkpoint: savepoint %s: %w", name, err)
-	}
-	s.log.Debug("checkpoint: savepoint written", zap.String("savepoint", name), zap.Int("partitions", len(sp.Partitions)),
-		zap.Int64("bytes", sp.Bytes()), zap.Duration("duration", time.Since(created)))
-	return sp, nil
+	return name, created, parts, nil
 }
 
 func (s *Store) savepointLocked(ctx context.Context, name string, created time.Time, parts []SavepointPart, job map[string]string) (SavepointMeta, error) {
@@ -373,6 +384,9 @@ func RestoreSavepointPartition(ctx context.Context, sp SavepointMeta, topic stri
 // Ids missing on either side are not checked; see CheckSource.
 func RestoreSavepointFrom(ctx context.Context, sp SavepointMeta, want Source, dstDir string, allowForeign bool) (offset int64, err error) {
 	topic, partition := want.Topic, want.Partition
+	if sp.remote != nil {
+		return sp.remote.restoreSavepoint(ctx, sp, want, dstDir, allowForeign)
+	}
 	if sp.Dir == "" {
 		return 0, errors.New("checkpoint: savepoint has no directory (use LoadSavepoint or ListSavepoints)")
 	}
