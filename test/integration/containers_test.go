@@ -2,25 +2,34 @@ package integration
 
 // The container image and compose file, with Testcontainers: the image is
 // built locally (deploy/image.sh, as `make image` does: FROM scratch, no
-// registry), a broker container (the image's devbroker, or a real Apache
-// Kafka or Redpanda image named by KAFKA_IMAGE) and the producer and
-// consumer containers run on their own network. The consumer is killed
-// (docker kill) mid-run and started again on the same volume, then
-// disconnected from the network and reconnected; the output must still be
-// exactly-once. A second part runs deploy/compose.yaml with docker compose.
+// registry), a broker container and the producer and consumer containers
+// run on their own network. The consumer is killed (docker kill) mid-run
+// and started again on the same volume, then disconnected from the network
+// and reconnected; the output must still be exactly-once. A second part
+// runs deploy/compose.yaml with docker compose.
+//
+// The broker is Apache Kafka from the image test/kafka/image.sh builds here
+// (a Debian root file system made with debootstrap, openjdk-17 and the
+// broker jars from Maven; no registry), built or found up to date once per
+// test binary. Where that image cannot be built (no debootstrap, no Debian
+// mirror, no jars), the test says why in one line and uses the devbroker
+// (kfake) of the txstream image instead.
 //
 // The suite skips when no Docker engine is reachable. When one is, any
 // failure to run fails the test (in CI too).
 //
 // Environment:
 //
-//	KAFKA_IMAGE  a broker image to use instead of the devbroker, for
-//	             machines that can pull images: a Confluent Kafka image
-//	             (e.g. confluentinc/confluent-local:7.5.0, testcontainers'
-//	             kafka module) or Redpanda (an image name containing
-//	             "redpanda", e.g. docker.redpanda.com/redpandadata/redpanda:v24.2.4)
+//	KAFKA_IMAGE           a broker image to use instead, for machines that
+//	                      can pull images: a Confluent Kafka image (e.g.
+//	                      confluentinc/confluent-local:7.5.0, testcontainers'
+//	                      kafka module) or Redpanda (an image name containing
+//	                      "redpanda", e.g. docker.redpanda.com/redpandadata/redpanda:v24.2.4)
+//	TXSTREAM_TEST_BROKER  kfake: the devbroker container; kafka: the Apache
+//	                      Kafka image, and a failure to build it fails the test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -31,6 +40,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +56,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/txstream/txstream/synth"
+	"github.com/txstream/txstream/test/kafkatest"
 )
 
 // brokerEndpoint is a broker reachable from containers on the network
@@ -130,6 +141,18 @@ func startBrokerContainer(t *testing.T, ctx context.Context, image string, nw *t
 	t.Helper()
 	switch img := os.Getenv("KAFKA_IMAGE"); {
 	case img == "":
+		if os.Getenv("TXSTREAM_TEST_BROKER") == brokerKfake {
+			t.Logf("broker: devbroker (kfake), as TXSTREAM_TEST_BROKER=kfake asks")
+			break
+		}
+		kimg, err := apacheKafkaImage(t)
+		if err == nil {
+			return startApacheKafkaContainer(t, ctx, kimg, nw)
+		}
+		if os.Getenv("TXSTREAM_TEST_BROKER") == brokerKafka {
+			t.Fatalf("TXSTREAM_TEST_BROKER=kafka, but the Apache Kafka image cannot be built: %v", err)
+		}
+		t.Logf("broker: devbroker (kfake) instead of Apache Kafka: the Kafka image cannot be built here: %v", err)
 	case strings.Contains(img, "redpanda"):
 		c, err := redpanda.Run(ctx, img, network.WithNetwork([]string{"broker"}, nw),
 			redpanda.WithListener("broker:29092"), redpanda.WithAutoCreateTopics())
@@ -173,6 +196,85 @@ func startBrokerContainer(t *testing.T, ctx context.Context, image string, nw *t
 		t.Fatalf("devbroker container: %v", err)
 	}
 	return brokerEndpoint{Internal: "broker:9092", Host: hostOpts(t, ctx, c, "9092/tcp", "broker:9092"), Kind: "devbroker (kfake) in " + image}
+}
+
+var (
+	kafkaImageOnce sync.Once
+	kafkaImageTag  string
+	kafkaImageErr  error
+)
+
+// apacheKafkaImage builds the Apache Kafka image with test/kafka/image.sh
+// (or finds it up to date), once per test binary: a first build makes a
+// Debian root file system with debootstrap (a few minutes), later ones
+// take seconds.
+func apacheKafkaImage(t *testing.T) (string, error) {
+	t.Helper()
+	bins := buildBinaries(t)
+	kafkaImageOnce.Do(func() {
+		if ok, why := kafkatest.Available(); !ok {
+			kafkaImageErr = fmt.Errorf("no Kafka jars: %s", why)
+			return
+		}
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", bins.RepoPath("test/kafka/image.sh"), "build", kafkatest.Version())
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			kafkaImageErr = fmt.Errorf("test/kafka/image.sh: %v: %s", err, strings.TrimSpace(tail(stderr.String(), 1500)))
+			return
+		}
+		kafkaImageTag = strings.TrimSpace(string(out))
+		t.Logf("Apache Kafka image %s ready in %v (%s)", kafkaImageTag, time.Since(start).Round(100*time.Millisecond),
+			strings.ReplaceAll(strings.TrimSpace(stderr.String()), "\n", "; "))
+	})
+	return kafkaImageTag, kafkaImageErr
+}
+
+// startApacheKafkaContainer runs the image of test/kafka/image.sh on nw
+// under the alias "broker" with two client listeners: BROKER, advertised
+// as broker:9092 for the containers on the network, and HOST, advertised
+// as 127.0.0.1:P and published on the same port P of the Docker host, for
+// the test process (and any Kafka client on the host).
+func startApacheKafkaContainer(t *testing.T, ctx context.Context, image string, nw *testcontainers.DockerNetwork) brokerEndpoint {
+	t.Helper()
+	hostPort := freePort(t)
+	port, err := mnetwork.ParsePort(hostPort + "/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	c, err := testcontainers.Run(ctx, image,
+		testcontainers.WithEnv(map[string]string{
+			"KAFKA_LISTENERS":            "BROKER://:9092,HOST://:" + hostPort + ",CONTROLLER://:9093",
+			"KAFKA_ADVERTISED_LISTENERS": "BROKER://broker:9092,HOST://127.0.0.1:" + hostPort,
+			"KAFKA_NUM_PARTITIONS":       "3",
+		}),
+		testcontainers.WithExposedPorts(hostPort+"/tcp"),
+		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+			hc.PortBindings = mnetwork.PortMap{port: []mnetwork.PortBinding{{HostPort: hostPort}}}
+		}),
+		network.WithNetwork([]string{"broker"}, nw),
+		testcontainers.WithWaitStrategy(wait.ForLog("Kafka Server started").WithStartupTimeout(150*time.Second)),
+	)
+	testcontainers.CleanupContainer(t, c)
+	if err != nil {
+		if c != nil {
+			t.Logf("Kafka container log (tail):\n%s", tail(containerLogs(ctx, c), 4000))
+		}
+		t.Fatalf("Apache Kafka container %s: %v", image, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("Kafka container log (tail):\n%s", tail(containerLogs(ctx, c), 4000))
+		}
+	})
+	t.Logf("Apache Kafka container started in %v", time.Since(started).Round(100*time.Millisecond))
+	return brokerEndpoint{Internal: "broker:9092", Host: hostOpts(t, ctx, c, hostPort+"/tcp", "127.0.0.1:"+hostPort),
+		Kind: "Apache Kafka in " + image}
 }
 
 // hostOpts connects the test process to a broker container whose
@@ -258,11 +360,12 @@ func containersExactlyOnce(t *testing.T, ctx context.Context, docker *testcontai
 		}
 	}()
 
-	// The producer publishes at a bounded rate so that the consumer is
-	// killed and cut off while input is still arriving.
+	// The producer publishes at a bounded rate (about 20 s of input) so
+	// that the consumer is killed and cut off while input is still
+	// arriving.
 	prod, err := testcontainers.Run(ctx, image,
 		testcontainers.WithEntrypoint("/usr/local/bin/txstream-producer"),
-		testcontainers.WithCmd("--file", "/feed/transactions.csv", "--rate", "5000"),
+		testcontainers.WithCmd("--file", "/feed/transactions.csv", "--rate", "1000"),
 		testcontainers.WithEnv(map[string]string{"TXSTREAM_BROKERS": brk.Internal, "TXSTREAM_COMPRESSION": "zstd"}),
 		testcontainers.WithFiles(testcontainers.ContainerFile{HostFilePath: csv, ContainerFilePath: "/feed/transactions.csv", FileMode: 0o644}),
 		network.WithNetwork([]string{"producer"}, nw),
@@ -292,7 +395,14 @@ func containersExactlyOnce(t *testing.T, ctx context.Context, docker *testcontai
 	if _, err := docker.NetworkDisconnect(ctx, nw.ID, client.NetworkDisconnectOptions{Container: cons.GetContainerID(), Force: true}); err != nil {
 		t.Fatalf("docker network disconnect: %v", err)
 	}
-	t.Logf("disconnected the consumer at %d output records", out.Records())
+	producing := false
+	if st, err := prod.State(ctx); err == nil {
+		producing = st.Running
+	}
+	t.Logf("disconnected the consumer at %d output records (producer still sending: %v)", out.Records(), producing)
+	if out.Records() >= exp.Valid {
+		t.Errorf("all %d output records had arrived before the disconnect: it interrupted no work", out.Records())
+	}
 	// Longer than the session timeout: the group drops the member, its
 	// open transaction cannot commit, and the consumer has to rejoin.
 	time.Sleep(12 * time.Second)
