@@ -90,7 +90,7 @@ type Engine struct {
 	src   *offsets.Source
 	sink  Sink
 	newOp func() Operator
-	ckpt  *checkpoint.Store
+	ckpt  checkpoint.Storage
 	log   *zap.Logger
 	stats *Stats
 
@@ -155,7 +155,7 @@ func (c *counts) add(o counts) { c.in += o.in; c.out += o.out; c.dlq += o.dlq; c
 // NewEngine wires an attempt. The engine takes ownership of src and closes
 // it when Run returns. newOp makes one operator per partition: partitions
 // are processed in parallel, each by its own instance.
-func NewEngine(cfg Config, src *offsets.Source, sink Sink, newOp func() Operator, ckpt *checkpoint.Store) *Engine {
+func NewEngine(cfg Config, src *offsets.Source, sink Sink, newOp func() Operator, ckpt checkpoint.Storage) *Engine {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}

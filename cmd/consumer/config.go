@@ -106,6 +106,7 @@ type config struct {
 
 	schema *txcsv.Schema
 	mode   checkpoint.Mode
+	s3     checkpoint.S3Config
 }
 
 func parseConfig(args []string) (*config, error) {
@@ -132,10 +133,11 @@ func parseConfig(args []string) (*config, error) {
 	fs.IntVar(&c.maxLineBytes, "max-line-bytes", txcsv.DefaultMaxLineBytes, "longest accepted record value; longer ones go to the dead-letter topic")
 	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "epoch length: how often output and offsets are committed (output latency)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second, "how often state is snapshotted (durability cost; recovery replays at most this much)")
-	fs.StringVar(&c.checkpointDir, "checkpoint-dir", "./checkpoints", "directory for snapshots; may be on another filesystem (a mounted volume)")
+	fs.StringVar(&c.checkpointDir, "checkpoint-dir", "./checkpoints", "where snapshots are kept: a directory (may be on another filesystem, a mounted volume) or s3://bucket/prefix on S3-compatible object storage (see the --s3-* settings)")
 	fs.IntVar(&c.checkpointRetain, "checkpoint-retain", 3, "snapshots kept per partition")
 	fs.StringVar(&c.checkpointMode, "checkpoint-mode", "incremental", "snapshot mode: full (copy every file each time) or incremental (share immutable files)")
 	fs.DurationVar(&c.gcGrace, "checkpoint-gc-grace", 10*time.Minute, "keep unreferenced pool files and temporary entries this long before garbage collection (protects another consumer's publish in flight in a shared --checkpoint-dir; 0 = collect at once, safe with a single consumer)")
+	c.s3.RegisterFlags(fs)
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory for the live Pebble stores (rebuilt from snapshots on start; one consumer per directory)")
 	fs.BoolVar(&c.allowStateLoss, "allow-state-loss", false, "start even if records needed to rebuild state are gone from the log (aggregates will be incomplete)")
 	fs.DurationVar(&c.exitWhenIdle, "exit-when-idle", 0, "after this long with no new input and everything committed, snapshot and exit 0 (0: run forever)")
@@ -161,7 +163,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.Int64Var(&c.crashAtRecord, "crash-at-record", 0, "TESTING: kill the process abruptly (no cleanup) at the Nth processed record")
 
 	fs.BoolVar(&c.savepointOnStop, "savepoint-on-stop", false, "on SIGTERM, after the final commit, write a savepoint named stop-<time> under <checkpoint-dir>/savepoints")
-	fs.StringVar(&c.fromSavepoint, "from-savepoint", "", "start from this savepoint directory: its state is restored for its partitions, offsets follow the recovery rule (no duplicate output)")
+	fs.StringVar(&c.fromSavepoint, "from-savepoint", "", "start from this savepoint, a directory or s3://bucket/prefix/savepoints/NAME: its state is restored for its partitions, offsets follow the recovery rule (no duplicate output)")
 	fs.BoolVar(&c.reprocess, "reprocess", false, "with --from-savepoint: rewind the group to the savepoint's offsets and output everything after them again (after a bug fix); the group must have no running members. One-shot: remove it after the run")
 	fs.StringVar(&c.compression, "output-compression", "lz4", "compression of output and dead-letter batches: none, gzip, snappy, lz4 or zstd")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "400MiB", "soft memory limit for the Go runtime (e.g. 400MiB, 1GiB; 0 = none); the GOMEMLIMIT environment variable wins when set. State stores, block cache and Kafka buffers live inside it")
@@ -180,6 +182,8 @@ func parseConfig(args []string) (*config, error) {
 		{Title: "Epochs, state and checkpoints", Flags: []string{"commit-interval", "checkpoint-interval", "checkpoint-dir", "checkpoint-mode",
 			"checkpoint-retain", "checkpoint-gc-grace", "data-dir", "max-epoch-bytes", "memory-limit", "tolerable-checkpoint-failures", "allow-state-loss",
 			"exit-when-idle"}},
+		{Title: "Checkpoints on S3-compatible object storage (--checkpoint-dir s3://bucket/prefix; credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a credentials file)",
+			Flags: []string{"s3-endpoint", "s3-region", "s3-path-style", "s3-credentials-file", "s3-profile", "s3-concurrency", "s3-timeout"}},
 		{Title: "Savepoints", Flags: []string{"savepoint-on-stop", "from-savepoint", "reprocess"}},
 		{Title: "Restart strategy (Flink's; see docs/OPERATIONS.md)", Flags: []string{"restart-strategy", "restart-attempts", "restart-delay",
 			"restart-initial-backoff", "restart-max-backoff", "restart-backoff-multiplier", "restart-reset-backoff-threshold",
@@ -276,6 +280,18 @@ func (c *config) validate() error {
 	}
 	if c.checkpointDir == "" || c.dataDir == "" {
 		errs = append(errs, errors.New("--checkpoint-dir and --data-dir must not be empty"))
+	}
+	if checkpoint.IsS3Location(c.checkpointDir) || checkpoint.IsS3Location(c.fromSavepoint) {
+		for _, loc := range []string{c.checkpointDir, c.fromSavepoint} {
+			if checkpoint.IsS3Location(loc) {
+				if _, _, err := checkpoint.ParseS3URL(loc); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if err := c.s3.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -34,7 +34,7 @@ import (
 type daemon struct {
 	cfg      *config
 	log      *zap.Logger
-	ckpt     *checkpoint.Store
+	ckpt     checkpoint.Storage
 	lock     *os.File
 	runner   *job.Runner
 	stats    *pipeline.Stats
@@ -85,8 +85,8 @@ func newDaemon(cfg *config, log *zap.Logger) (*daemon, error) {
 	if grace == 0 {
 		grace = -1 // the checkpoint package reads 0 as its default; -1 is none
 	}
-	ckpt, err := checkpoint.Open(cfg.checkpointDir, checkpoint.Options{Mode: cfg.mode, Retain: cfg.checkpointRetain,
-		Grace: grace, Logger: log.Named("checkpoint")})
+	ckpt, err := checkpoint.OpenStorage(context.Background(), cfg.checkpointDir, checkpoint.Options{Mode: cfg.mode, Retain: cfg.checkpointRetain,
+		Grace: grace, Logger: log.Named("checkpoint")}, cfg.s3)
 	if err != nil {
 		_ = lock.Close()
 		return nil, err
@@ -98,7 +98,7 @@ func newDaemon(cfg *config, log *zap.Logger) (*daemon, error) {
 	}
 	d := &daemon{cfg: cfg, log: log, ckpt: ckpt, lock: lock, stats: pipeline.NewStats(), connOpts: connOpts, unwritable: pipeline.NewUnwritableSet()}
 	if cfg.fromSavepoint != "" {
-		sp, err := checkpoint.LoadSavepoint(cfg.fromSavepoint)
+		sp, err := checkpoint.LoadSavepointAt(context.Background(), cfg.fromSavepoint, cfg.s3, log.Named("checkpoint"))
 		if err != nil {
 			_ = lock.Close()
 			return nil, fmt.Errorf("--from-savepoint: %w", err)
@@ -141,6 +141,9 @@ func (d *daemon) run(parent context.Context) (job.State, error) {
 		zap.String("group", c.group), zap.String("instance_id", c.instanceID), zap.String("sink", c.sink),
 		zap.Duration("commit_interval", c.commitInterval), zap.Duration("checkpoint_interval", c.checkpointInterval),
 		zap.String("checkpoint_dir", c.checkpointDir), zap.String("checkpoint_mode", string(c.mode)))
+	if checkpoint.IsS3Location(c.checkpointDir) {
+		d.log.Info("checkpoint storage: S3-compatible object storage", zap.Any("s3", c.s3.Redacted()))
+	}
 	if w, err := sddaemon.SdWatchdogEnabled(false); err == nil && w > 0 {
 		d.watchdog = w
 		d.log.Info("systemd watchdog enabled", zap.Duration("interval", w))

@@ -80,7 +80,7 @@ func writeFileAtomic(path string, b []byte) error {
 // statusSettings are the settings GET /api/v1/job reports: what matters to
 // an operator, with connection details redacted.
 func (c *config) statusSettings() map[string]any {
-	return map[string]any{
+	m := map[string]any{
 		"kafka":                         c.conn.Redacted(),
 		"topic":                         c.topic,
 		"output_topic":                  c.outputTopic,
@@ -103,6 +103,19 @@ func (c *config) statusSettings() map[string]any {
 		"exit_when_idle":                c.exitWhenIdle.String(),
 		"restart_strategy":              c.restart.Strategy,
 	}
+	if s3 := c.s3Settings(); s3 != nil {
+		m["checkpoint_s3"] = s3 // without secrets
+	}
+	return m
+}
+
+// s3Settings are the object storage settings without secrets (nil for a
+// checkpoint directory).
+func (c *config) s3Settings() map[string]any {
+	if !checkpoint.IsS3Location(c.checkpointDir) {
+		return nil
+	}
+	return c.s3.Redacted()
 }
 
 // daemonBackend is the daemon as the status server sees it.

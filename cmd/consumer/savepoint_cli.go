@@ -20,7 +20,8 @@ const savepointUsage = `consumer savepoint: ask a running consumer for a savepoi
 
 A savepoint is a self-contained, portable copy of the state of every
 partition the consumer owns, with their offsets and the job settings, under
-<checkpoint-dir>/savepoints/<name>/. It is taken at a committed boundary and
+<checkpoint-dir>/savepoints/<name>/ (a directory, or objects under that prefix on
+object storage). It is taken at a committed boundary and
 is never removed by retention. Start from it with --from-savepoint DIR.
 
 The request goes to the consumer's HTTP API (POST /api/v1/savepoints); with
@@ -34,7 +35,9 @@ func runSavepoint(args []string, stdout, stderr io.Writer) int {
 	addr := fs.String("http", "127.0.0.1:8081", "the consumer's --http address")
 	token := fs.String("http-token", "", "bearer token, when the consumer listens off loopback (or TXSTREAM_HTTP_TOKEN)")
 	name := fs.String("name", "", "savepoint name: letters, digits, '.', '_', '-' (default: generated from the time)")
-	dir := fs.String("checkpoint-dir", "", "the consumer's --checkpoint-dir: verify the savepoint there afterwards")
+	dir := fs.String("checkpoint-dir", "", "the consumer's --checkpoint-dir (a directory or s3://bucket/prefix): verify the savepoint there afterwards")
+	var s3 checkpoint.S3Config
+	s3.RegisterFlags(fs)
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for the savepoint to be written")
 	fs.Usage = settings.Usage(fs, envPrefix, savepointUsage)
 	if err := settings.Parse(fs, args, envPrefix, ""); err != nil {
@@ -87,7 +90,7 @@ func runSavepoint(args []string, stdout, stderr io.Writer) int {
 		if got.Name == "" {
 			got.Name = *name
 		}
-		sp, err := checkpoint.LoadSavepoint(strings.TrimSuffix(*dir, "/") + "/savepoints/" + got.Name)
+		sp, err := checkpoint.LoadSavepointAt(ctx, strings.TrimSuffix(*dir, "/")+"/savepoints/"+got.Name, s3, nil)
 		if err != nil {
 			fmt.Fprintln(stderr, "consumer savepoint: written, but it does not verify on disk:", err)
 			return 1

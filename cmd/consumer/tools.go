@@ -18,9 +18,14 @@ import (
 	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/pipeline"
+	"github.com/txstream/txstream/settings"
 )
 
-const checkpointsUsage = `consumer checkpoints: offline tools for a checkpoint directory (no broker needed).
+const checkpointsUsage = `consumer checkpoints: offline tools for checkpoint storage (no broker needed).
+
+DIR is a checkpoint directory or s3://bucket/prefix (object storage: the --s3-* flags
+of the consumer, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a
+credentials file).
 
 Usage:
   consumer checkpoints list DIR [--json]            snapshots and savepoints: id, partition, topic id, cluster id,
@@ -54,6 +59,8 @@ func runCheckpoints(args []string, stdout, stderr io.Writer) int {
 	id := fs.String("id", "", "snapshot id (inspect; default the newest)")
 	apply := fs.Bool("apply", false, "really delete (gc); without it gc only reports")
 	asJSON := fs.Bool("json", false, "JSON output (list)")
+	var s3 checkpoint.S3Config
+	s3.RegisterFlags(fs)
 	fs.Usage = func() { fmt.Fprintln(stderr, checkpointsUsage) }
 	// The directory may come before or after the flags.
 	var dir string
@@ -66,6 +73,18 @@ func runCheckpoints(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	// The object storage settings also come from the consumer's
+	// environment variables (TXSTREAM_S3_ENDPOINT, ...), as for the daemon.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, name := range []string{"s3-endpoint", "s3-region", "s3-path-style", "s3-credentials-file", "s3-profile", "s3-concurrency", "s3-timeout"} {
+		if v, ok := os.LookupEnv(settings.EnvName(envPrefix, name)); ok && !set[name] {
+			if err := fs.Set(name, v); err != nil {
+				fmt.Fprintf(stderr, "consumer checkpoints %s: environment %s: %v\n", sub, settings.EnvName(envPrefix, name), err)
+				return 2
+			}
+		}
+	}
 	if dir == "" && fs.NArg() > 0 {
 		dir = fs.Arg(0)
 	}
@@ -74,12 +93,12 @@ func runCheckpoints(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := zap.NewNop()
-	store, err := checkpoint.OpenExisting(dir, log)
+	ctx := context.Background()
+	store, err := checkpoint.OpenExistingStorage(ctx, dir, s3, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "consumer checkpoints %s: %v\n", sub, err)
 		return 1
 	}
-	ctx := context.Background()
 	switch sub {
 	case "list":
 		err = listCheckpoints(store, stdout, *asJSON)
@@ -118,7 +137,7 @@ type listRow struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-func collectRows(store *checkpoint.Store) ([]listRow, error) {
+func collectRows(store checkpoint.Storage) ([]listRow, error) {
 	var rows []listRow
 	parts, err := store.Partitions()
 	if err != nil {
@@ -149,7 +168,7 @@ func collectRows(store *checkpoint.Store) ([]listRow, error) {
 	return rows, nil
 }
 
-func listCheckpoints(store *checkpoint.Store, w io.Writer, asJSON bool) error {
+func listCheckpoints(store checkpoint.Storage, w io.Writer, asJSON bool) error {
 	rows, err := collectRows(store)
 	if err != nil {
 		return err
@@ -160,7 +179,7 @@ func listCheckpoints(store *checkpoint.Store, w io.Writer, asJSON bool) error {
 		return enc.Encode(rows)
 	}
 	if len(rows) == 0 {
-		fmt.Fprintf(w, "%s: no snapshots or savepoints yet\n", store.Dir())
+		fmt.Fprintf(w, "%s: no snapshots or savepoints yet\n", store.Location())
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -185,7 +204,7 @@ func shortID(id string) string {
 	return id
 }
 
-func verifyCheckpoints(ctx context.Context, store *checkpoint.Store, stdout, stderr io.Writer) int {
+func verifyCheckpoints(ctx context.Context, store checkpoint.Storage, stdout, stderr io.Writer) int {
 	parts, err := store.Partitions()
 	if err != nil {
 		fmt.Fprintln(stderr, "consumer checkpoints verify:", err)
@@ -216,7 +235,7 @@ func verifyCheckpoints(ctx context.Context, store *checkpoint.Store, stdout, std
 	}
 	for _, sp := range sps {
 		n++
-		if _, err := checkpoint.LoadSavepoint(sp.Dir); err != nil {
+		if _, err := store.LoadSavepoint(ctx, sp.Name); err != nil {
 			fmt.Fprintf(stdout, "FAIL  savepoint %s: %v\n", sp.Name, err)
 			bad++
 			continue
@@ -232,13 +251,13 @@ func verifyCheckpoints(ctx context.Context, store *checkpoint.Store, stdout, std
 
 // inspectCheckpoint restores a snapshot into a temporary directory (which
 // verifies every checksum) and reads one account's committed aggregate.
-func inspectCheckpoint(ctx context.Context, store *checkpoint.Store, topic string, p int32, id, key string, w io.Writer) error {
+func inspectCheckpoint(ctx context.Context, store checkpoint.Storage, topic string, p int32, id, key string, w io.Writer) error {
 	metas, err := store.List(topic, p)
 	if err != nil {
 		return err
 	}
 	if len(metas) == 0 {
-		return fmt.Errorf("no snapshot of %s/%d in %s", topic, p, store.Dir())
+		return fmt.Errorf("no snapshot of %s/%d in %s", topic, p, store.Location())
 	}
 	chosen := metas[0]
 	if id != "" {
@@ -303,7 +322,7 @@ func inspectCheckpoint(ctx context.Context, store *checkpoint.Store, topic strin
 	return nil
 }
 
-func gcCheckpoints(ctx context.Context, store *checkpoint.Store, dryRun bool, w io.Writer) error {
+func gcCheckpoints(ctx context.Context, store checkpoint.Storage, dryRun bool, w io.Writer) error {
 	rep, err := store.GC(ctx, dryRun)
 	if err != nil {
 		return err
