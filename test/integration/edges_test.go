@@ -248,19 +248,8 @@ func TestEdgeSavepointNewGroupFailFirstRecord(t *testing.T) {
 	if err := produceRaw(ctx, broker.Addr, a.lines, 0); err != nil {
 		t.Fatal(err)
 	}
-	p := startConsumer(t, bins, nil, consumerArgs(broker.Addr, dir, "v1", "--savepoint-on-stop")...)
-	if err := waitCommitted(broker.Addr, edgeGroup, int64(len(a.lines)), time.Minute, func() {}); err != nil {
-		t.Fatalf("%v; log:\n%s", err, tail(p.log.String(), 3000))
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	if !p.wait(time.Minute) || p.code != 0 {
-		t.Fatalf("graceful stop: exit %d; log:\n%s", p.code, tail(p.log.String(), 3000))
-	}
-	sps, _ := filepath.Glob(filepath.Join(dir, "checkpoints", "savepoints", "stop-*"))
-	if len(sps) != 1 {
-		t.Fatalf("want one stop-* savepoint, got %v; log:\n%s", sps, grepLines(p.log.String(), "savepoint", 5))
-	}
-	sp, err := checkpoint.LoadSavepoint(sps[0])
+	spDir := stopWithSavepoint(t, bins, broker.Addr, dir, int64(len(a.lines)), time.Minute)
+	sp, err := checkpoint.LoadSavepoint(spDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,8 +270,8 @@ func TestEdgeSavepointNewGroupFailFirstRecord(t *testing.T) {
 	}
 	// A new group: no offsets, no progress records of its own. Same
 	// checkpoint directory, as a job moved to a new group keeps it.
-	args := consumerArgs(broker.Addr, dir, "g2", "--group", "g2", "--from-savepoint", sps[0], "--fail-at-record", "1", "--fail-times", "1")
-	p = edgeRunToIdle(t, bins, 90*time.Second, args)
+	args := consumerArgs(broker.Addr, dir, "g2", "--group", "g2", "--from-savepoint", spDir, "--fail-at-record", "1", "--fail-times", "1")
+	p := edgeRunToIdle(t, bins, 90*time.Second, args)
 	log := p.log.String()
 	if n := strings.Count(log, "injected failure at record 1"); n == 0 {
 		t.Errorf("the first attempt did not fail at its first record; log:\n%s", tail(log, 3000))

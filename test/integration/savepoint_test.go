@@ -28,21 +28,9 @@ func TestSavepointUpgradeAndReprocess(t *testing.T) {
 	if err := produceRaw(ctx, broker.Addr, a.lines, 0); err != nil {
 		t.Fatal(err)
 	}
-	// 1. Run until everything is committed, then SIGTERM: drain, final
+	// 1. Run until everything is committed, then SIGINT: drain, final
 	// snapshot, savepoint, leave the group.
-	p := startConsumer(t, bins, nil, consumerArgs(broker.Addr, dir, "v1", "--savepoint-on-stop")...)
-	if err := waitCommitted(broker.Addr, "txstream", int64(len(a.lines)), 2*time.Minute, func() {}); err != nil {
-		t.Fatalf("%v; log:\n%s", err, tail(p.log.String(), 3000))
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	if !p.wait(time.Minute) || p.code != 0 {
-		t.Fatalf("graceful stop: exit %d; log:\n%s", p.code, tail(p.log.String(), 3000))
-	}
-	sps, _ := filepath.Glob(filepath.Join(dir, "checkpoints", "savepoints", "stop-*"))
-	if len(sps) != 1 {
-		t.Fatalf("want one stop-* savepoint, got %v; log:\n%s", sps, grepLines(p.log.String(), "savepoint", 5))
-	}
-	sp := sps[0]
+	sp := stopWithSavepoint(t, bins, broker.Addr, dir, int64(len(a.lines)), 2*time.Minute)
 
 	// 2. Upgrade: a new process (another data dir) starts from the
 	// savepoint while more input arrives. Output stays exactly-once.
@@ -94,6 +82,27 @@ func TestSavepointUpgradeAndReprocess(t *testing.T) {
 	}
 
 	checkTools(t, bins, filepath.Join(dir, "checkpoints"), both)
+}
+
+// stopWithSavepoint runs a consumer (instance v1, --savepoint-on-stop)
+// until the group has committed n input records (within d), stops it
+// gracefully with SIGINT (drain, final snapshot, savepoint, leave the
+// group), and returns the directory of the one stop-* savepoint.
+func stopWithSavepoint(t *testing.T, bins *Binaries, broker, dir string, n int64, d time.Duration) string {
+	t.Helper()
+	p := startConsumer(t, bins, nil, consumerArgs(broker, dir, "v1", "--savepoint-on-stop")...)
+	if err := waitCommitted(broker, "txstream", n, d, func() {}); err != nil {
+		t.Fatalf("%v; log:\n%s", err, tail(p.log.String(), 3000))
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	if !p.wait(time.Minute) || p.code != 0 {
+		t.Fatalf("graceful stop: exit %d; log:\n%s", p.code, tail(p.log.String(), 3000))
+	}
+	sps, _ := filepath.Glob(filepath.Join(dir, "checkpoints", "savepoints", "stop-*"))
+	if len(sps) != 1 {
+		t.Fatalf("want one stop-* savepoint, got %v; log:\n%s", sps, grepLines(p.log.String(), "savepoint", 5))
+	}
+	return sps[0]
 }
 
 // checkTools runs the offline checkpoint tools on a real directory.
