@@ -57,7 +57,7 @@ func combine(t *testing.T, a, b *dataset) *dataset {
 }
 
 // expectRows is synth's expectation of data rows produced in this order.
-func expectRows(t *testing.T, lines [][]byte) *synth.Result {
+func expectRows(t testing.TB, lines [][]byte) *synth.Result {
 	t.Helper()
 	var buf bytes.Buffer
 	buf.WriteString(synth.Header + "\n")
@@ -162,7 +162,7 @@ func produceRaw(ctx context.Context, broker string, lines [][]byte, rate int) er
 
 // readTopics reads topics read_committed from the start, as a downstream
 // consumer would, until they have been quiet for 3 s (at most 2 minutes).
-func readTopics(t *testing.T, broker string, topics ...string) []*kgo.Record {
+func readTopics(t testing.TB, broker string, topics ...string) []*kgo.Record {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -196,9 +196,15 @@ func readTopics(t *testing.T, broker string, topics ...string) []*kgo.Record {
 // txstream-source-{topic,partition,offset} headers, joined by "/".
 func readOutput(t *testing.T, broker string) *synth.OutputChecker {
 	t.Helper()
+	return readOutputTopics(t, broker, "transactions-out", "transactions-dlq")
+}
+
+// readOutputTopics is readOutput of other output and dead-letter topics.
+func readOutputTopics(t testing.TB, broker, out, dlq string) *synth.OutputChecker {
+	t.Helper()
 	c := synth.NewOutputChecker()
-	for _, r := range readTopics(t, broker, "transactions-out", "transactions-dlq") {
-		if r.Topic == "transactions-dlq" {
+	for _, r := range readTopics(t, broker, out, dlq) {
+		if r.Topic == dlq {
 			var src []string
 			for _, h := range r.Headers {
 				if strings.HasPrefix(h.Key, "txstream-source-") {
