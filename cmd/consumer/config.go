@@ -145,7 +145,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.IntVar(&c.tolerableFailures, "tolerable-checkpoint-failures", 3, "consecutive snapshot failures tolerated before the attempt fails")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "group session timeout")
 	fs.DurationVar(&c.rebalanceTimeout, "rebalance-timeout", time.Minute, "how long a rebalance waits for members to rejoin (Kafka's max.poll.interval.ms); a member that neither rejoins nor expires within it is dropped from the new generation")
-	fs.DurationVar(&c.txnTimeout, "transaction-timeout", 10*time.Second, "Kafka transaction timeout: a member that dies and does not come back holds read_committed readers of the output back for at most this long (a restarted member fences its old transaction at once); must be well above --commit-interval (Kafka Streams' EOS default: 10s)")
+	fs.DurationVar(&c.txnTimeout, "transaction-timeout", 10*time.Second, "Kafka transaction timeout: a member that dies and does not come back holds read_committed readers of the output back until the broker aborts its transaction: this long after the transaction began, plus up to the broker's transaction.abort.timed.out.transaction.cleanup.interval.ms (default 10s) (a restarted member fences its old transaction at once); must be well above --commit-interval (Kafka Streams' EOS default: 10s)")
 
 	fs.StringVar(&c.restart.Strategy, "restart-strategy", def.Strategy, "restart strategy: fixed-delay, exponential-delay, failure-rate or none")
 	fs.IntVar(&c.restart.Attempts, "restart-attempts", def.Attempts, "fixed-delay: restarts allowed before the job FAILS")
