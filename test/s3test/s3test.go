@@ -3,7 +3,8 @@
 // install` into a cache outside the repository, and a small fault
 // injecting proxy in front of any server.
 //
-//	srv := s3test.Start(t)         // skips (one line saying why) if versitygw cannot be built
+//	srv := s3test.Start(t)         // skips (one line saying why) if versitygw cannot be built,
+//	                               // or with -short if it is not built yet
 //	srv.Endpoint                   // 127.0.0.1:port, the same across restarts
 //	srv.Location("ck")             // s3://<bucket>/ck
 //	srv.Kill(); srv.Restart()      // SIGKILL, then start again on the same port and data
@@ -70,6 +71,19 @@ func cacheDir() (string, error) {
 		return "", err
 	}
 	return filepath.Join(home, "txstream", "versitygw", Version), nil
+}
+
+// cached reports whether a binary is there without building.
+func cached() bool {
+	if os.Getenv("TXSTREAM_VERSITYGW") != "" {
+		return true
+	}
+	dir, err := cacheDir()
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(filepath.Join(dir, "bin", "versitygw"))
+	return err == nil
 }
 
 func build() (string, string) {
@@ -160,6 +174,9 @@ type Server struct {
 // fresh bucket. It skips the test when versitygw cannot be built here.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	if testing.Short() && !cached() {
+		t.Skip("S3 server (versitygw) not built yet, and go test -short does not build it (a run without -short does, once)")
+	}
 	bin, why := Binary()
 	if why != "" {
 		t.Skipf("S3 server (versitygw) not available: %s", why)
