@@ -59,10 +59,14 @@ const (
 	// per-partition pool shared by all snapshots that need them, and copies
 	// only the files the pool lacks plus the small mutable files.
 	ModeIncremental Mode = "incremental"
+	// ModeChangelog writes a base (an incremental snapshot) rarely and,
+	// between bases, appends each committed epoch's state changes to a
+	// per-partition change log of checksummed segments (changelog.go).
+	ModeChangelog Mode = "changelog"
 )
 
-// ParseMode parses "full" or "incremental" (case-insensitive, surrounding
-// space ignored). The empty string yields the default, ModeIncremental.
+// ParseMode parses "full", "incremental" or "changelog" (case-insensitive,
+// surrounding space ignored). The empty string yields the default, ModeIncremental.
 func ParseMode(s string) (Mode, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "":
@@ -71,8 +75,10 @@ func ParseMode(s string) (Mode, error) {
 		return ModeFull, nil
 	case string(ModeIncremental):
 		return ModeIncremental, nil
+	case string(ModeChangelog):
+		return ModeChangelog, nil
 	}
-	return "", fmt.Errorf("checkpoint: unknown snapshot mode %q (want %q or %q)", s, ModeFull, ModeIncremental)
+	return "", fmt.Errorf("checkpoint: unknown snapshot mode %q (want %q, %q or %q)", s, ModeFull, ModeIncremental, ModeChangelog)
 }
 
 // String implements fmt.Stringer and flag.Value.
@@ -91,7 +97,11 @@ func (m *Mode) Set(s string) error {
 // UnmarshalText implements encoding.TextUnmarshaler (config files).
 func (m *Mode) UnmarshalText(b []byte) error { return m.Set(string(b)) }
 
-func (m Mode) valid() bool { return m == ModeFull || m == ModeIncremental }
+func (m Mode) valid() bool { return m == ModeFull || m == ModeIncremental || m == ModeChangelog }
+
+// pooled reports a mode whose snapshots keep immutable files in the pool
+// (incremental, and the bases of changelog).
+func (m Mode) pooled() bool { return m == ModeIncremental || m == ModeChangelog }
 
 const (
 	// FormatName is the "format" value of the FORMAT file.
@@ -251,7 +261,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		mode = ModeIncremental
 	}
 	if !mode.valid() {
-		return nil, fmt.Errorf("checkpoint: unknown snapshot mode %q (want %q or %q)", opts.Mode, ModeFull, ModeIncremental)
+		return nil, fmt.Errorf("checkpoint: unknown snapshot mode %q (want %q, %q or %q)", opts.Mode, ModeFull, ModeIncremental, ModeChangelog)
 	}
 	retain := opts.Retain
 	if retain == 0 {
@@ -567,7 +577,7 @@ func validateMeta(m Meta, tp TopicPartition) error {
 			return fmt.Errorf("file %q: negative size", f.Name)
 		}
 		if f.Pool != "" {
-			if m.Mode != ModeIncremental {
+			if !m.Mode.pooled() {
 				return fmt.Errorf("file %q: pool reference in a %s snapshot", f.Name, m.Mode)
 			}
 			// The pool path is fully determined by the file's identity; this

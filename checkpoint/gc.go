@@ -21,6 +21,8 @@ const (
 	GCPool     = "pool"     // pool file no retained snapshot references
 	GCTemp     = "temp"     // leftover .tmp- entry (crashed publish, restore, savepoint or deletion)
 	GCTorn     = "torn"     // snapshot directory without valid metadata
+	// GCChangelog is the change log (segments) of a base no longer retained.
+	GCChangelog = "changelog"
 )
 
 // GCItem is one entry GC removed (or would remove, in a dry run).
@@ -69,9 +71,13 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	c, err := s.listTPDirs(filepath.Join(s.dir, changelogDir))
+	if err != nil {
+		return rep, err
+	}
 	seen := map[TopicPartition]bool{}
 	var tps []TopicPartition
-	for _, tp := range append(a, b...) {
+	for _, tp := range append(append(a, b...), c...) {
 		if !seen[tp] {
 			seen[tp] = true
 			tps = append(tps, tp)
@@ -100,7 +106,7 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, d := range []string{s.dir, filepath.Join(s.dir, partitionsDir), filepath.Join(s.dir, poolDirName)} {
+	for _, d := range []string{s.dir, filepath.Join(s.dir, partitionsDir), filepath.Join(s.dir, poolDirName), filepath.Join(s.dir, changelogDir)} {
 		if err := s.gcTemps(d, now, dryRun, &rep); err != nil {
 			errs = append(errs, err)
 		}
@@ -173,6 +179,7 @@ func (s *Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keepID
 	}
 
 	kept := sc.metas
+	dropped := map[string]bool{}
 	if s.retain >= 0 {
 		var drop []Meta
 		kept, drop = retention(sc.metas, keepID, s.retain)
@@ -181,6 +188,7 @@ func (s *Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keepID
 				return err
 			}
 			m := drop[i]
+			dropped[m.ID] = true
 			it := GCItem{Path: s.rel(m.Dir), Kind: GCSnapshot, Bytes: diskUsage(m.Dir)}
 			if !dryRun {
 				if err := removeDirDurably(m.Dir); err != nil {
@@ -212,6 +220,9 @@ func (s *Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keepID
 			}
 		}
 		rep.add(it)
+	}
+	if err := s.gcChangelogLocked(tp, kept, dropped, now, dryRun, rep); err != nil {
+		return err
 	}
 
 	refs := make(map[string]bool)

@@ -188,7 +188,7 @@ func (s *Store) publishLocked(ctx context.Context, from Source, offset int64, sr
 		}
 	}()
 
-	incremental := s.mode == ModeIncremental
+	incremental := s.mode.pooled()
 	var oldCache, newCache map[fileKey]uint32
 	if incremental {
 		if ps, err = s.loadPool(tp); err != nil {

@@ -302,7 +302,7 @@ func (s *Store) quarantineLocked(tp TopicPartition, m Meta, file string) {
 // the same inodes to the next pebble checkpoint, so the first publish
 // after a restore need not hash them again.
 func (s *Store) seedCache(tp TopicPartition, m Meta, dir string) {
-	if m.Mode != ModeIncremental && s.mode != ModeIncremental {
+	if !m.Mode.pooled() && !s.mode.pooled() {
 		return
 	}
 	s.cacheMu.Lock()

@@ -69,7 +69,7 @@ func OpenS3(ctx context.Context, loc string, cfg S3Config, opts Options) (*S3Sto
 		mode = ModeIncremental
 	}
 	if !mode.valid() {
-		return nil, fmt.Errorf("checkpoint: unknown snapshot mode %q (want %q or %q)", opts.Mode, ModeFull, ModeIncremental)
+		return nil, fmt.Errorf("checkpoint: unknown snapshot mode %q (want %q, %q or %q)", opts.Mode, ModeFull, ModeIncremental, ModeChangelog)
 	}
 	retain := opts.Retain
 	if retain == 0 {

@@ -30,9 +30,13 @@ func (s *S3Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	c, err := s.listTPs(ctx, changelogDir)
+	if err != nil {
+		return rep, err
+	}
 	seen := map[TopicPartition]bool{}
 	var tps []TopicPartition
-	for _, tp := range append(a, b...) {
+	for _, tp := range append(append(a, b...), c...) {
 		if !seen[tp] {
 			seen[tp] = true
 			tps = append(tps, tp)
@@ -88,6 +92,7 @@ func (s *S3Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keep
 		return err
 	}
 	kept := sc.metas
+	dropped := map[string]bool{}
 	if s.retain >= 0 {
 		var drop []Meta
 		kept, drop = retention(sc.metas, keepID, s.retain)
@@ -96,6 +101,7 @@ func (s *S3Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keep
 				return err
 			}
 			m := drop[i]
+			dropped[m.ID] = true
 			g := sc.snaps[m.ID]
 			dir := partRel(tp) + m.ID
 			rep.add(GCItem{Path: dir, Kind: GCSnapshot, Bytes: g.bytes()})
@@ -125,6 +131,9 @@ func (s *S3Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keep
 				return err
 			}
 		}
+	}
+	if err := s.gcChangelogLocked(ctx, tp, kept, dropped, now, dryRun, rep); err != nil {
+		return err
 	}
 
 	refs := make(map[string]bool)

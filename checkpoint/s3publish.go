@@ -75,7 +75,7 @@ func (s *S3Store) publishLocked(ctx context.Context, from Source, offset int64, 
 	created := time.Now().UTC()
 	id := newSnapshotID(offset, created)
 	snapDir := partRel(tp) + id + "/"
-	incremental := s.mode == ModeIncremental
+	incremental := s.mode.pooled()
 
 	pool := map[string]minio.ObjectInfo{}
 	var oldCache map[fileKey]uint32
@@ -431,7 +431,7 @@ func (s *S3Store) quarantine(ctx context.Context, tp TopicPartition, m Meta, fil
 
 // seedCache is (*Store).seedCache for this store's cache.
 func (s *S3Store) seedCache(tp TopicPartition, m Meta, dir string) {
-	if m.Mode != ModeIncremental && s.mode != ModeIncremental {
+	if !m.Mode.pooled() && !s.mode.pooled() {
 		return
 	}
 	s.cacheMu.Lock()

@@ -52,6 +52,16 @@ type Storage interface {
 	LoadSavepoint(ctx context.Context, name string) (SavepointMeta, error)
 	// DeleteSavepoint removes the savepoint called name.
 	DeleteSavepoint(name string) error
+
+	// AppendSegment stores a change-log segment (EncodeSegment's output)
+	// under the base it names; it is durable when this returns.
+	AppendSegment(ctx context.Context, data []byte) (Segment, error)
+	// Segments lists the change-log segments of one base, by sequence
+	// (names only: contents are read and verified by ReadSegment).
+	Segments(topic string, partition int32, base string) ([]Segment, error)
+	// ReadSegment reads a listed segment and verifies its checksum,
+	// structure and header; a missing or damaged one matches ErrCorrupt.
+	ReadSegment(ctx context.Context, g Segment) (*SegmentData, error)
 }
 
 var (
