@@ -62,6 +62,43 @@ type SnapshotCandidate struct {
 	// Incompatible says why the snapshot's settings do not match the
 	// job's ("" when they do).
 	Incompatible string
+	// Segments are the change-log segments listed for the snapshot
+	// (changelog mode: the snapshot is a base), by sequence; not yet
+	// verified.
+	Segments []SegmentCandidate
+}
+
+// SegmentCandidate is a listed change-log segment: applied to the state
+// at First, it brings it to Last.
+type SegmentCandidate struct {
+	Seq         int64
+	First, Last int64
+}
+
+// chain returns the segments of s that apply in order on top of it
+// (sequence 1, 2, ... each starting where the previous ended) and end at
+// or below resume, and why it stops before the rest ("" when nothing is
+// left over or the rest only continues past a gap the log replay fills).
+func (s SnapshotCandidate) chain(resume int64) ([]SegmentCandidate, string) {
+	pos := s.Offset
+	for i, g := range s.Segments {
+		switch {
+		case g.Seq != int64(i+1) || g.First != pos:
+			return s.Segments[:i], fmt.Sprintf("change log of snapshot %s stops at offset %d: segment %d is missing or unusable (the next listed is %d from offset %d); replaying from there", s.ID, pos, i+1, g.Seq, g.First)
+		case g.Last > resume:
+			return s.Segments[:i], fmt.Sprintf("change log of snapshot %s: segment %d ends at offset %d, past the commit point %d (offsets reset below it): applying it stops at offset %d", s.ID, g.Seq, g.Last, resume, pos)
+		}
+		pos = g.Last
+	}
+	return s.Segments, ""
+}
+
+// reach is the offset the snapshot and its chain restore.
+func reach(off int64, chain []SegmentCandidate) int64 {
+	if len(chain) > 0 {
+		return chain[len(chain)-1].Last
+	}
+	return off
 }
 
 // SavepointCandidate is a savepoint's entry for one partition.
@@ -93,6 +130,9 @@ type Plan struct {
 	Restore    RestoreKind
 	Snapshot   SnapshotCandidate   // RestoreSnapshot
 	Savepoint  *SavepointCandidate // RestoreSavepoint
+	// Segments are the change-log segments applied, in order, on top of
+	// the snapshot; ReplayFrom is then where the last one ends.
+	Segments   []SegmentCandidate
 	ReplayFrom int64
 	Resume     int64
 	// Start is where the job's history of the partition begins, carried
@@ -114,8 +154,12 @@ type Plan struct {
 //  2. A savepoint is restored while C is unknown or not past its offset S,
 //     and processing resumes at S; once the group is past S it was applied
 //     already and is ignored.
-//  3. Otherwise the newest snapshot at or below C of the same topic
-//     incarnation and cluster; none: empty state from the history start.
+//  3. Otherwise the snapshot at or below C of the same topic incarnation
+//     and cluster that, with the segments of its change log (changelog
+//     mode: contiguous from segment 1, each ending at or below C),
+//     reaches furthest; on a tie the newest, so fewer segments are
+//     applied. Without change logs this is the newest snapshot at or
+//     below C. None: empty state from the history start.
 //  4. Replay from the restored offset to C without output. Records the
 //     replay needs that the log no longer has are state loss: an error
 //     unless AllowStateLoss.
@@ -201,16 +245,29 @@ func PlanRecovery(in RecoveryInput) (Plan, error) {
 		pl.Resume = in.LogEnd
 	}
 
-	// 3. The newest usable snapshot.
-	for _, s := range own {
+	// 3. The usable snapshot (and change log) that reaches furthest.
+	best, bestReach := -1, int64(-1)
+	var bestChain []SegmentCandidate
+	var bestWhy string
+	for i, s := range own { // newest first
 		if s.Offset > pl.Resume {
 			warn("snapshot %s at offset %d is past the commit point %d (offsets reset below it): skipped", s.ID, s.Offset, pl.Resume)
 			continue
 		}
+		ch, why := s.chain(pl.Resume)
+		if r := reach(s.Offset, ch); r > bestReach {
+			best, bestReach, bestChain, bestWhy = i, r, ch, why
+		}
+	}
+	if best >= 0 {
+		s := own[best]
 		if s.Incompatible != "" {
 			return pl, fmt.Errorf("partition %d: snapshot %s: %s: %w", in.Partition, s.ID, s.Incompatible, ErrIncompatibleState)
 		}
-		pl.Restore, pl.Snapshot, pl.ReplayFrom = RestoreSnapshot, s, s.Offset
+		if bestWhy != "" {
+			warn("%s", bestWhy)
+		}
+		pl.Restore, pl.Snapshot, pl.Segments, pl.ReplayFrom = RestoreSnapshot, s, bestChain, bestReach
 		return pl, pl.checkBounds(in, warn)
 	}
 

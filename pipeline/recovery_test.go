@@ -186,6 +186,14 @@ func TestPlanRecovery(t *testing.T) {
 	base := func() RecoveryInput {
 		return RecoveryInput{Partition: 3, Group: -1, LogStart: 0, LogEnd: 1000, TopicID: "T1", ClusterID: "K1"}
 	}
+	// clog is a base at off with segments given as (seq, first, last).
+	clog := func(id string, off int64, segs ...[3]int64) SnapshotCandidate {
+		s := snap(id, off)
+		for _, g := range segs {
+			s.Segments = append(s.Segments, SegmentCandidate{Seq: g[0], First: g[1], Last: g[2]})
+		}
+		return s
+	}
 	type want struct {
 		err        error
 		restore    RestoreKind
@@ -194,6 +202,7 @@ func TestPlanRecovery(t *testing.T) {
 		start      int64
 		cfrom      string
 		warnSubstr string
+		segs       int // change-log segments applied
 	}
 	cases := []struct {
 		name string
@@ -328,6 +337,48 @@ func TestPlanRecovery(t *testing.T) {
 		}, want{err: ErrIncompatibleState}},
 		{"C past the end of the log", func() RecoveryInput { in := base(); in.Group = 5000; return in },
 			want{err: ErrBeyondEnd}},
+		{"changelog: base and its segments, then replay from the last one to C", func() RecoveryInput {
+			in := base()
+			in.Group = 170
+			in.Snapshots = []SnapshotCandidate{clog("b", 100, [3]int64{1, 100, 120}, [3]int64{2, 120, 140}, [3]int64{3, 140, 160})}
+			return in
+		}, want{restore: RestoreSnapshot, snapshot: "b", from: 160, to: 170, start: -1, cfrom: "group", segs: 3}},
+		{"changelog: the log starts after the base but the segments reach past it: no state loss", func() RecoveryInput {
+			in := base()
+			in.Group, in.LogStart = 170, 150
+			in.Snapshots = []SnapshotCandidate{clog("b", 100, [3]int64{1, 100, 120}, [3]int64{2, 120, 160})}
+			return in
+		}, want{restore: RestoreSnapshot, snapshot: "b", from: 160, to: 170, start: -1, cfrom: "group", segs: 2}},
+		{"changelog: a missing segment stops the chain, the replay covers the rest", func() RecoveryInput {
+			in := base()
+			in.Group = 170
+			in.Snapshots = []SnapshotCandidate{clog("b", 100, [3]int64{1, 100, 120}, [3]int64{3, 140, 160})}
+			return in
+		}, want{restore: RestoreSnapshot, snapshot: "b", from: 120, to: 170, start: -1, cfrom: "group", warnSubstr: "missing or unusable", segs: 1}},
+		{"changelog: a missing segment the log no longer covers: state loss", func() RecoveryInput {
+			in := base()
+			in.Group, in.LogStart = 170, 130
+			in.Snapshots = []SnapshotCandidate{clog("b", 100, [3]int64{1, 100, 120}, [3]int64{3, 140, 160})}
+			return in
+		}, want{err: ErrStateLoss}},
+		{"changelog: a segment past C (offsets reset) is not applied", func() RecoveryInput {
+			in := base()
+			in.Group = 130
+			in.Snapshots = []SnapshotCandidate{clog("b", 100, [3]int64{1, 100, 120}, [3]int64{2, 120, 140})}
+			return in
+		}, want{restore: RestoreSnapshot, snapshot: "b", from: 120, to: 130, start: -1, cfrom: "group", warnSubstr: "past the commit point", segs: 1}},
+		{"changelog: an older base whose change log reaches further wins over a newer base", func() RecoveryInput {
+			in := base()
+			in.Group = 200
+			in.Snapshots = []SnapshotCandidate{clog("new", 150), clog("old", 100, [3]int64{1, 100, 180})}
+			return in
+		}, want{restore: RestoreSnapshot, snapshot: "old", from: 180, to: 200, start: -1, cfrom: "group", segs: 1}},
+		{"changelog: equal reach, the newer base wins (fewer segments)", func() RecoveryInput {
+			in := base()
+			in.Group = 200
+			in.Snapshots = []SnapshotCandidate{clog("old", 100, [3]int64{1, 100, 150}), clog("new", 150)}
+			return in
+		}, want{restore: RestoreSnapshot, snapshot: "new", from: 150, to: 200, start: -1, cfrom: "group"}},
 		{"incompatible newest eligible snapshot", func() RecoveryInput {
 			in := base()
 			in.Group = 150
@@ -350,7 +401,7 @@ func TestPlanRecovery(t *testing.T) {
 			if err != nil {
 				t.Fatalf("unexpected error: %v", err)
 			}
-			got := want{restore: pl.Restore, snapshot: pl.Snapshot.ID, from: pl.ReplayFrom, to: pl.Resume, start: pl.Start, cfrom: pl.CFrom, warnSubstr: tc.want.warnSubstr}
+			got := want{restore: pl.Restore, snapshot: pl.Snapshot.ID, from: pl.ReplayFrom, to: pl.Resume, start: pl.Start, cfrom: pl.CFrom, warnSubstr: tc.want.warnSubstr, segs: len(pl.Segments)}
 			if got != tc.want {
 				t.Fatalf("plan = %+v\n got %+v\nwant %+v", pl, got, tc.want)
 			}
