@@ -61,14 +61,17 @@ mirror() {
     done
     cands+=(http://deb.debian.org/debian)
   fi
+  local tried=" "
   for m in "${cands[@]}"; do
     m="${m%/}"
+    case "$tried" in *" $m "*) continue ;; esac
+    tried="$tried$m "
     if curl -fsS --max-time 20 -o /dev/null "$m/dists/$suite/Release" 2>/dev/null; then
       echo "$m"
       return 0
     fi
   done
-  die "no Debian mirror serving $suite is reachable (tried: ${cands[*]}); set TXSTREAM_DEBIAN_MIRROR"
+  die "no Debian mirror serving $suite is reachable (tried:${tried% }); set TXSTREAM_DEBIAN_MIRROR"
 }
 
 # make_rootfs: debootstrap into a temporary directory, trim it, add the
