@@ -40,7 +40,7 @@ func TestDeadMemberHoldBack(t *testing.T) {
 		"transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",
 	}})
 	dir := t.TempDir()
-	csv, _ := depGenerate(t, dir, synth.Config{Rows: 120000, Accounts: 100, ZipfS: 1.1, Seed: 71,
+	csv, _ := depGenerate(t, dir, synth.Config{Rows: 60000, Accounts: 100, ZipfS: 1.1, Seed: 71,
 		Epoch: synth.DefaultEpoch, Interval: time.Second})
 	const in, out, dlq, group = "hb-in", "hb-out", "hb-dlq", "hb"
 	depCreateTopics(t, k.Addr, 3, in, out, dlq)
