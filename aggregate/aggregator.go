@@ -89,6 +89,10 @@ func New(cfg Config) *Aggregator {
 // Name implements pipeline.Operator.
 func (a *Aggregator) Name() string { return Name }
 
+// ProbedPrefix implements pipeline.Prober: most dedup lookups are of new
+// transaction ids, which are absent.
+func (a *Aggregator) ProbedPrefix() []byte { return []byte("d/") }
+
 // DedupWindow is the configured window (part of the compatibility
 // settings: a restored state was built with some window).
 func (a *Aggregator) DedupWindow() time.Duration { return a.dedupWindow }

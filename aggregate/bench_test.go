@@ -86,6 +86,7 @@ var benchT0 = time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 func BenchmarkProcess(b *testing.B) {
 	for _, mode := range []string{"live", "replay"} {
 		b.Run(mode, func(b *testing.B) {
+			filtered := true
 			lines := benchRows(b, benchWarm+b.N)
 			// The engine's default block cache (Config.CacheBytes), which
 			// its partitions share.
@@ -97,6 +98,12 @@ func BenchmarkProcess(b *testing.B) {
 			}
 			defer st.Close()
 			a := New(Config{})
+			if filtered {
+				// As the engine does for a Prober.
+				if err := st.EnableFilter(a.ProbedPrefix()); err != nil {
+					b.Fatal(err)
+				}
+			}
 			ov := pipeline.NewOverlay(st)
 			var em pipeline.Emitter = &sinkEmitter{}
 			if mode == "replay" {
@@ -143,17 +150,19 @@ func BenchmarkProcess(b *testing.B) {
 func TestOutputDigest(t *testing.T) {
 	const wantOut = "406e968e96613ccef2555d35d4066e914a6cdb8201e7fae339624601d6db5a8a"
 	const wantState = "c7ce569568b03668a39aa1cb911ce2a5ccaf6b5d26734a5f87fb9a7475e0034a"
-	out, state := digestRun(t, false)
-	if out != wantOut || state != wantState {
-		t.Fatalf("digests changed:\noutput %s, want %s\nstate  %s, want %s", out, wantOut, state, wantState)
+	for _, filter := range []bool{false, true} {
+		out, state := digestRun(t, false, filter)
+		if out != wantOut || state != wantState {
+			t.Fatalf("filter %v: digests changed:\noutput %s, want %s\nstate  %s, want %s", filter, out, wantOut, state, wantState)
+		}
 	}
 	// A replay (output discarded) leaves the same state.
-	if _, state := digestRun(t, true); state != wantState {
+	if _, state := digestRun(t, true, true); state != wantState {
 		t.Fatalf("replay: state digest %s, want %s", state, wantState)
 	}
 }
 
-func digestRun(t *testing.T, replay bool) (out, state string) {
+func digestRun(t *testing.T, replay, filter bool) (out, state string) {
 	lines := benchRows(t, 60_000)
 	extra := [][]byte{
 		[]byte("TX-00000001,ACC-000001,9.99,2024-01-01T00:00:00Z"), // conflicting duplicate of row 1 (if valid)
@@ -167,6 +176,11 @@ func digestRun(t *testing.T, replay bool) (out, state string) {
 	}
 	defer st.Close()
 	a := New(Config{})
+	if filter {
+		if err := st.EnableFilter(a.ProbedPrefix()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ov := pipeline.NewOverlay(st)
 	h := sha256.New()
 	em := &digestEmitter{h: h}
@@ -223,7 +237,8 @@ func digestRun(t *testing.T, replay bool) (out, state string) {
 		t.Fatal(err)
 	}
 	state = hex.EncodeToString(sh.Sum(nil))
-	t.Logf("replay %v: records %d, outputs %d, dead letters %d, duplicates %d, state keys %d", replay, n, em.out, em.dlq, em.dup, keys)
+	ruledOut, passed := st.FilterStats()
+	t.Logf("filter %v (ruled out %d, passed %d), replay %v: records %d, outputs %d, dead letters %d, duplicates %d, state keys %d", replay, ruledOut, passed, replay, n, em.out, em.dlq, em.dup, keys)
 	return out, state
 }
 

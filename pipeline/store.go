@@ -26,6 +26,9 @@ type Store struct {
 	// it only probes (dedup entries). Used only by the partition's
 	// processing goroutine; bounded by hotMax entries.
 	hot map[string][]byte
+	// filter, if enabled (EnableFilter), rules out reads of absent keys
+	// under its prefix. Processing goroutine only, like hot.
+	filter *probeFilter
 }
 
 const hotMax = 200_000
@@ -138,6 +141,13 @@ func (s *Store) Get(key []byte) ([]byte, bool, error) {
 func (s *Store) readCommitted(key []byte) ([]byte, bool, error) {
 	if v, ok := s.hot[string(key)]; ok {
 		return v, true, nil
+	}
+	if f := s.filter; f != nil && f.covers(key) {
+		if !f.mayContain(key) {
+			f.ruledOut++
+			return nil, false, nil
+		}
+		f.passed++
 	}
 	v, ok, err := s.Get(key)
 	if ok && err == nil {
@@ -355,6 +365,7 @@ func (o *overlay) Delete(key []byte) error {
 func (o *overlay) apply(nextOffset int64) error {
 	b := o.store.db.NewBatch()
 	defer b.Close()
+	f := o.store.filter
 	for k, e := range o.m {
 		if !e.dirty {
 			continue
@@ -364,6 +375,11 @@ func (o *overlay) apply(nextOffset int64) error {
 			err = b.Delete([]byte(k), nil)
 		} else {
 			err = b.Set([]byte(k), e.val, nil)
+			// Into the filter before the store: it may hold more
+			// than the store, never less.
+			if f != nil && f.coversString(k) {
+				f.addString(k)
+			}
 		}
 		if err != nil {
 			return err
@@ -376,6 +392,13 @@ func (o *overlay) apply(nextOffset int64) error {
 	}
 	if err := o.store.db.Apply(b, pebble.NoSync); err != nil {
 		return fmt.Errorf("applying epoch to state store %s: %w", o.store.dir, err)
+	}
+	if f != nil && f.full() {
+		// Sized for twice the keys it was built with: rebuilt from the
+		// store, which drops the keys deleted since.
+		if err := o.store.buildFilter(f); err != nil {
+			return err
+		}
 	}
 	// Keep cached keys current (write-through); new keys stay out.
 	for k, e := range o.m {

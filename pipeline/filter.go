@@ -1,0 +1,166 @@
+package pipeline
+
+import (
+	"bytes"
+	"fmt"
+	"hash/maphash"
+	"math/bits"
+)
+
+// Prober is implemented by operators that look up many keys that are
+// mostly absent, such as the dedup check of a new transaction id.
+// ProbedPrefix names those keys: the engine keeps an in-memory filter of
+// the committed keys under the prefix in front of the partition's store
+// (Store.EnableFilter), so that a lookup of an absent key rarely reaches
+// Pebble. The filter may answer "maybe present" for an absent key (Pebble
+// then answers), never "absent" for a present one, so it changes no
+// result, only the cost of a miss.
+type Prober interface {
+	ProbedPrefix() []byte
+}
+
+// EnableFilter builds an in-memory Bloom filter of the committed keys that
+// start with prefix (one scan of them) and keeps it current: an epoch's
+// apply adds its keys, deletions leave theirs (false positives, until the
+// filter is rebuilt when it is full). From then on a read of the committed
+// state of a key under the prefix that the filter rules out is a miss
+// without a Pebble read. Call it from the partition's processing goroutine
+// before the store is read or written under the prefix through an
+// overlay. The filter is never persisted: a restored store is a new Store,
+// whose filter is built from its own contents.
+func (s *Store) EnableFilter(prefix []byte) error {
+	f := &probeFilter{prefix: bytes.Clone(prefix), seed: maphash.MakeSeed()}
+	if err := s.buildFilter(f); err != nil {
+		return err
+	}
+	s.filter = f
+	return nil
+}
+
+// FilterStats says how many committed reads the filter ruled out (misses
+// answered without Pebble) and how many it let through.
+func (s *Store) FilterStats() (ruledOut, passed int64) {
+	if s.filter == nil {
+		return 0, 0
+	}
+	return s.filter.ruledOut, s.filter.passed
+}
+
+// buildFilter sizes f for twice the keys under its prefix (at least
+// minFilterKeys) and adds them.
+func (s *Store) buildFilter(f *probeFilter) error {
+	it, err := s.NewIter(f.prefix, prefixEnd(f.prefix))
+	if err != nil {
+		return err
+	}
+	var hs []uint64
+	for ok := it.First(); ok; ok = it.Next() {
+		hs = append(hs, maphash.Bytes(f.seed, it.Key()))
+	}
+	if err := it.Error(); err != nil {
+		_ = it.Close()
+		return fmt.Errorf("building the key filter of %s: %w", s.dir, err)
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	f.reset(max(2*len(hs), minFilterKeys))
+	for _, h := range hs {
+		f.addHash(h)
+	}
+	return nil
+}
+
+// prefixEnd is the smallest key above every key that starts with p (nil:
+// none).
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// minFilterKeys is the smallest capacity of a filter: 1.2 MiB.
+const minFilterKeys = 1 << 20
+
+// probeFilter is a blocked Bloom filter: each key sets filterK bits of one
+// 512-bit block (a cache line), about 10 bits per key of capacity (~1%
+// false positives when full). It counts additions, not distinct keys: a
+// key added twice counts twice, which only makes it rebuild sooner.
+type probeFilter struct {
+	prefix   []byte
+	seed     maphash.Seed
+	blocks   [][8]uint64
+	added    int // keys added since the last build, including the scanned ones
+	capacity int
+
+	ruledOut, passed int64
+}
+
+const filterK = 6
+
+func (f *probeFilter) reset(capacity int) {
+	n := (capacity*10 + 511) / 512
+	f.blocks = make([][8]uint64, n)
+	f.capacity, f.added = capacity, 0
+}
+
+func (f *probeFilter) covers(key []byte) bool { return bytes.HasPrefix(key, f.prefix) }
+
+func (f *probeFilter) coversString(key string) bool {
+	return len(key) >= len(f.prefix) && key[:len(f.prefix)] == string(f.prefix)
+}
+
+// full reports a filter that has had as many additions as it was sized
+// for: it is rebuilt from the store (dropping deleted keys).
+func (f *probeFilter) full() bool { return f.added >= f.capacity }
+
+// addString adds a key; maphash.String hashes as maphash.Bytes does.
+func (f *probeFilter) addString(key string) { f.addHash(maphash.String(f.seed, key)) }
+
+func (f *probeFilter) addHash(h uint64) {
+	b := &f.blocks[f.block(h)]
+	h2 := mix(h)
+	for i := 0; i < filterK; i++ {
+		bit := h2 & 511
+		b[bit>>6] |= 1 << (bit & 63)
+		h2 >>= 9
+	}
+	f.added++
+}
+
+// mayContain is false only for a key that was never added.
+func (f *probeFilter) mayContain(key []byte) bool {
+	h := maphash.Bytes(f.seed, key)
+	b := &f.blocks[f.block(h)]
+	h2 := mix(h)
+	for i := 0; i < filterK; i++ {
+		bit := h2 & 511
+		if b[bit>>6]&(1<<(bit&63)) == 0 {
+			return false
+		}
+		h2 >>= 9
+	}
+	return true
+}
+
+// block maps h's high bits to a block index, uniformly.
+func (f *probeFilter) block(h uint64) uint64 {
+	hi, _ := bits.Mul64(h, uint64(len(f.blocks)))
+	return hi
+}
+
+// mix derives the in-block bit positions from h independently of the
+// block index (a 64-bit finaliser).
+func mix(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}

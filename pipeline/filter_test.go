@@ -1,0 +1,122 @@
+package pipeline
+
+import (
+	"fmt"
+	"hash/maphash"
+	"path/filepath"
+	"testing"
+)
+
+// The filter never rules out a committed key under its prefix: not one
+// there before it was built, not one an epoch applied after, not after the
+// rebuilds that follow deletions; a deleted key reads as absent; keys
+// outside the prefix are not filtered.
+func TestStoreFilterNeverHidesAKey(t *testing.T) {
+	s, err := OpenStore(filepath.Join(t.TempDir(), "s"), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key := func(i int) []byte { return []byte(fmt.Sprintf("d/k%07d", i)) }
+	ov := newOverlay(s)
+	for i := 0; i < 1000; i++ {
+		_ = ov.Set(key(i), []byte("v"))
+		_ = ov.Set([]byte(fmt.Sprintf("a/%d", i)), []byte("a"))
+	}
+	if err := ov.apply(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnableFilter([]byte("d/")); err != nil {
+		t.Fatal(err)
+	}
+	if s.filter.added != 1000 || s.filter.capacity != minFilterKeys {
+		t.Fatalf("built with %d keys, capacity %d", s.filter.added, s.filter.capacity)
+	}
+	// A small capacity, so that the epochs below rebuild it.
+	s.filter.capacity = 3000
+	live := map[int]bool{}
+	for i := 0; i < 1000; i++ {
+		live[i] = true
+	}
+	next := 1000
+	for epoch := 0; epoch < 20; epoch++ {
+		ov := newOverlay(s)
+		for j := 0; j < 500; j++ {
+			_ = ov.Set(key(next), []byte("v"))
+			live[next] = true
+			next++
+		}
+		// Delete some old keys through the overlay and some directly.
+		var gone [][]byte
+		for j := 0; j < 200; j++ {
+			i := epoch*400 + j
+			if j%2 == 0 {
+				_ = ov.Delete(key(i))
+			} else {
+				gone = append(gone, key(i))
+			}
+			delete(live, i)
+		}
+		if err := ov.apply(int64(epoch + 2)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteKeys(gone); err != nil {
+			t.Fatal(err)
+		}
+		// An aborted epoch's keys are never in the store.
+		ab := newOverlay(s)
+		_ = ab.Set(key(1_000_000+epoch), []byte("x"))
+		ab.reset()
+		for i := 0; i < next; i++ {
+			v, ok, err := newOverlay(s).Get(key(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok != live[i] || ok && string(v) != "v" {
+				t.Fatalf("epoch %d: key %d: found %v, want %v", epoch, i, ok, live[i])
+			}
+		}
+	}
+	if s.filter.capacity <= 3000 {
+		t.Fatalf("the filter was never rebuilt (capacity %d)", s.filter.capacity)
+	}
+	ruledOut, passed := s.FilterStats()
+	if ruledOut == 0 {
+		t.Fatalf("the filter ruled out nothing (passed %d)", passed)
+	}
+	// Outside the prefix: Pebble answers.
+	if _, ok, _ := newOverlay(s).Get([]byte("a/5")); !ok {
+		t.Fatal("a/5 not found")
+	}
+}
+
+func TestProbeFilterFalsePositiveRate(t *testing.T) {
+	f := &probeFilter{prefix: []byte("d/"), seed: maphash.MakeSeed()}
+	f.reset(100_000)
+	for i := 0; i < 100_000; i++ {
+		f.addString(fmt.Sprintf("d/in-%d", i))
+	}
+	for i := 0; i < 100_000; i++ {
+		if !f.mayContain([]byte(fmt.Sprintf("d/in-%d", i))) {
+			t.Fatalf("key %d ruled out", i)
+		}
+	}
+	fp := 0
+	for i := 0; i < 100_000; i++ {
+		if f.mayContain([]byte(fmt.Sprintf("d/out-%d", i))) {
+			fp++
+		}
+	}
+	if rate := float64(fp) / 100_000; rate > 0.03 {
+		t.Fatalf("false positive rate %.4f when full, want about 0.01", rate)
+	}
+	t.Logf("false positives when full: %d of 100000", fp)
+}
+
+func TestPrefixEnd(t *testing.T) {
+	for _, c := range []struct{ in, want string }{{"d/", "d0"}, {"a\xff", "b"}, {"\xff\xff", ""}} {
+		if got := string(prefixEnd([]byte(c.in))); got != c.want {
+			t.Errorf("prefixEnd(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
