@@ -44,6 +44,18 @@ type Config struct {
 	// ExpireBudget bounds the expired state entries removed after each
 	// committed epoch (operators that implement Expirer).
 	ExpireBudget int
+	// Changelog mode (a checkpoint storage in checkpoint.ModeChangelog;
+	// see changelog.go): a base every ChangelogBaseEvery snapshots of a
+	// partition (default 10), or when the log since the base passes
+	// ChangelogMaxRatio of the store's size (default 0.5; negative: no
+	// size rule); at most ChangelogBufferBytes of changes not yet durable
+	// per partition (default 64 MiB); a segment as soon as
+	// ChangelogSegmentBytes are buffered (default 16 MiB), else one per
+	// snapshot interval.
+	ChangelogBaseEvery    int
+	ChangelogMaxRatio     float64
+	ChangelogBufferBytes  int
+	ChangelogSegmentBytes int
 
 	// Fault injection (tests and demos): FailAtRecord fails the attempt
 	// at the Nth live record it processes; CrashAtRecord kills the process.
@@ -142,7 +154,9 @@ type partState struct {
 	flushing   <-chan struct{}
 	flushStart time.Time
 	hwm        int64 // high watermark seen in the last fetch
-	rec        Record
+	// clog is the partition's change log (changelog mode; nil otherwise).
+	clog *changelog
+	rec  Record
 	// Counts of the open epoch, added to the totals only when it commits,
 	// so that metrics count each record once however often it is redone.
 	ep, total counts
@@ -173,6 +187,18 @@ func NewEngine(cfg Config, src *offsets.Source, sink Sink, newOp func() Operator
 	}
 	if cfg.ExpireBudget <= 0 {
 		cfg.ExpireBudget = 10000
+	}
+	if cfg.ChangelogBaseEvery <= 0 {
+		cfg.ChangelogBaseEvery = DefaultChangelogBaseEvery
+	}
+	if cfg.ChangelogMaxRatio == 0 {
+		cfg.ChangelogMaxRatio = DefaultChangelogMaxRatio
+	}
+	if cfg.ChangelogBufferBytes <= 0 {
+		cfg.ChangelogBufferBytes = DefaultChangelogBufferBytes
+	}
+	if cfg.ChangelogSegmentBytes <= 0 {
+		cfg.ChangelogSegmentBytes = DefaultChangelogSegmentBytes
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -131,6 +131,7 @@ func (e *Engine) commitEpoch(ctx context.Context) error {
 
 // applyPartition makes the epoch's changes of one partition durable state.
 func (e *Engine) applyPartition(ps *partState) error {
+	e.recordEpoch(ps)
 	if err := ps.ov.apply(ps.pos); err != nil {
 		return err
 	}
@@ -312,6 +313,7 @@ type replayEmitter struct{}
 func (replayEmitter) Emit([]byte, []byte)       {}
 func (replayEmitter) DeadLetter(string, string) {}
 func (replayEmitter) Skipped(string)            {}
+func (replayEmitter) Discards() bool            { return true }
 
 // expire removes expired state entries of operators that have them, after
 // a committed epoch and outside it: removal of entries that can never

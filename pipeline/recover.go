@@ -49,6 +49,9 @@ func (e *Engine) recoveryInput(ctx context.Context, p int32) (RecoveryInput, err
 		if err := e.compatible(m.Job); err != nil {
 			c.Incompatible = err.Error()
 		}
+		if c.Segments, err = e.segmentCandidates(p, m); err != nil {
+			return in, err
+		}
 		in.Snapshots = append(in.Snapshots, c)
 	}
 	if sp := e.cfg.Savepoint; sp != nil {
@@ -85,6 +88,9 @@ func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
 	switch pl.Restore {
 	case RestoreSnapshot:
 		source = "snapshot " + pl.Snapshot.ID
+		if n := len(pl.Segments); n > 0 {
+			source += fmt.Sprintf(" + %d change-log segments", n)
+		}
 	case RestoreSavepoint:
 		source = "savepoint " + pl.Savepoint.Name
 	}
@@ -113,7 +119,7 @@ func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
 	ps := &partState{p: p, store: store, ov: newOverlay(store), op: op, next: pl.Resume, pos: pl.Resume, start: pl.Start,
 		recoveredFrom: source, lastSnapOffset: -1, dirty: replayed > 0 || pl.Restore == RestoreSavepoint}
 	if meta != nil {
-		ps.lastSnapOffset = meta.Offset
+		ps.lastSnapOffset = pl.ReplayFrom
 	}
 	e.parts[p] = ps
 	if e.recoveredNow != nil {
@@ -140,6 +146,19 @@ func (e *Engine) planAndRestore(ctx context.Context, in RecoveryInput, dir strin
 			return pl, nil, nil, err
 		}
 		store, meta, ok, err := e.restore(ctx, pl, dir)
+		if err == nil && ok && len(pl.Segments) > 0 {
+			n, serr := e.applySegments(ctx, pl, store)
+			if serr != nil {
+				_ = store.Close()
+				if !errors.Is(serr, checkpoint.ErrCorrupt) {
+					return pl, nil, nil, fmt.Errorf("restoring partition %d: %w", in.Partition, serr)
+				}
+				e.log.Warn("change-log segment did not verify; planning again without it and the rest of its chain",
+					zap.Int32("partition", in.Partition), zap.String("snapshot", pl.Snapshot.ID), zap.Int64("seq", pl.Segments[n].Seq), zap.Error(serr))
+				truncateSegments(in.Snapshots, pl.Snapshot.ID, n)
+				continue
+			}
+		}
 		if err != nil || ok {
 			return pl, store, meta, err
 		}

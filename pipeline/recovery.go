@@ -126,10 +126,10 @@ func (k RestoreKind) String() string {
 // Plan is a recovery decision: restore the state named by Restore, replay
 // [ReplayFrom, Resume) with output suppressed, then process from Resume.
 type Plan struct {
-	Partition  int32
-	Restore    RestoreKind
-	Snapshot   SnapshotCandidate   // RestoreSnapshot
-	Savepoint  *SavepointCandidate // RestoreSavepoint
+	Partition int32
+	Restore   RestoreKind
+	Snapshot  SnapshotCandidate   // RestoreSnapshot
+	Savepoint *SavepointCandidate // RestoreSavepoint
 	// Segments are the change-log segments applied, in order, on top of
 	// the snapshot; ReplayFrom is then where the last one ends.
 	Segments   []SegmentCandidate

@@ -36,11 +36,16 @@ type snapJob struct {
 	staging string
 	trigger time.Time
 	pause   time.Duration
+	// segment, when set, is a change-log segment (seg) to append instead
+	// of a checkpoint to publish.
+	segment []byte
+	seg     checkpoint.Segment
 }
 
 type snapResult struct {
 	job   snapJob
 	meta  checkpoint.Meta
+	seg   checkpoint.Segment
 	stats checkpoint.PublishStats
 	err   error
 }
@@ -71,6 +76,14 @@ func (e *Engine) snapshotIfDue() error {
 	if e.since(e.snaps.last) >= e.cfg.CheckpointInterval {
 		return e.snapshot(false)
 	}
+	if e.changelogMode() && e.segmentDue() {
+		for _, p := range e.sortedParts() {
+			ps := e.parts[p]
+			if c := ps.clog; c != nil && c.valid && !ps.snapInFlight && c.cur.Len() >= e.cfg.ChangelogSegmentBytes {
+				e.snapshotSegment(ps)
+			}
+		}
+	}
 	return nil
 }
 
@@ -82,6 +95,9 @@ func (e *Engine) snapshot(wait bool) error {
 		ps := e.parts[p]
 		if !ps.dirty || ps.snapInFlight {
 			continue
+		}
+		if ps.flushing == nil && e.snapshotSegment(ps) {
+			continue // changelog mode: a segment, not a base
 		}
 		if !wait && ps.flushing == nil {
 			// Flush first (in the background) when the WAL is big; the
@@ -174,6 +190,7 @@ func (e *Engine) checkpointPartition(ps *partState) error {
 	}
 	pause := e.since(t0)
 	e.stats.observePause(pause)
+	e.baseCut(ps)
 	ps.dirty = false
 	ps.snapInFlight = true
 	e.snaps.jobs <- snapJob{p: p, offset: ps.next, staging: staging, trigger: t0, pause: pause}
@@ -194,6 +211,12 @@ func (e *Engine) inFlight() bool {
 func (e *Engine) publisher() {
 	defer e.snaps.wg.Done()
 	for j := range e.snaps.jobs {
+		if j.segment != nil {
+			g, err := e.ckpt.AppendSegment(context.Background(), j.segment)
+			e.snaps.results <- snapResult{job: j, seg: g, stats: checkpoint.PublishStats{Files: 1, FilesCopied: 1,
+				BytesWritten: int64(len(j.segment)), TotalBytes: int64(len(j.segment))}, err: err}
+			continue
+		}
 		src := checkpoint.Source{Topic: e.cfg.Topic, Partition: j.p, TopicID: e.topicID, ClusterID: e.clusterID}
 		m, st, err := e.ckpt.PublishFrom(context.Background(), src, j.offset, j.staging, e.cfg.Job)
 		_ = os.RemoveAll(j.staging)
@@ -218,6 +241,7 @@ func (e *Engine) snapDone(r snapResult) error {
 	ps := e.parts[r.job.p]
 	if ps != nil {
 		ps.snapInFlight = false
+		e.changelogDone(ps, r)
 	}
 	if r.err != nil {
 		if ps != nil {
@@ -230,6 +254,18 @@ func (e *Engine) snapDone(r snapResult) error {
 		return nil
 	}
 	e.snaps.failures = 0
+	if r.job.segment != nil {
+		if ps != nil {
+			ps.lastSnapOffset = r.seg.Last
+		}
+		e.stats.addSnapshot(SnapshotInfo{ID: r.seg.Name(), Partition: r.job.p, Offset: r.seg.Last, Trigger: r.job.trigger,
+			Duration: e.since(r.job.trigger), BytesWritten: r.stats.BytesWritten, TotalBytes: r.stats.TotalBytes,
+			Mode: "changelog-segment", Status: "completed"})
+		e.log.Debug("change-log segment written", zap.Int32("partition", r.job.p), zap.String("base", r.seg.Base),
+			zap.Int64("seq", r.seg.Seq), zap.Int64("first", r.seg.First), zap.Int64("last", r.seg.Last),
+			zap.Int64("bytes", r.seg.Size), zap.Duration("duration", e.since(r.job.trigger)))
+		return nil
+	}
 	if ps != nil {
 		ps.lastSnapOffset = r.meta.Offset
 	}

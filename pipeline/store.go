@@ -29,6 +29,9 @@ type Store struct {
 	// filter, if enabled (EnableFilter), rules out reads of absent keys
 	// under its prefix. Processing goroutine only, like hot.
 	filter *probeFilter
+	// onDelete, if set, sees the keys DeleteKeys deleted (the change log
+	// records expiry).
+	onDelete func(keys [][]byte)
 }
 
 const hotMax = 200_000
@@ -205,6 +208,9 @@ func (s *Store) DeleteKeys(keys [][]byte) error {
 	}
 	for _, k := range keys {
 		delete(s.hot, string(k))
+	}
+	if s.onDelete != nil {
+		s.onDelete(keys)
 	}
 	return nil
 }

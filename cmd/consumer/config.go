@@ -73,6 +73,8 @@ type config struct {
 	checkpointDir      string
 	checkpointRetain   int
 	checkpointMode     string
+	clogBaseEvery      int
+	clogMaxRatio       float64
 	gcGrace            time.Duration
 	dataDir            string
 	allowStateLoss     bool
@@ -135,7 +137,9 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second, "how often state is snapshotted (durability cost; recovery replays at most this much)")
 	fs.StringVar(&c.checkpointDir, "checkpoint-dir", "./checkpoints", "where snapshots are kept: a directory (may be on another filesystem, a mounted volume) or s3://bucket/prefix on S3-compatible object storage (see the --s3-* settings)")
 	fs.IntVar(&c.checkpointRetain, "checkpoint-retain", 3, "snapshots kept per partition")
-	fs.StringVar(&c.checkpointMode, "checkpoint-mode", "incremental", "snapshot mode: full (copy every file each time) or incremental (share immutable files)")
+	fs.StringVar(&c.checkpointMode, "checkpoint-mode", "incremental", "snapshot mode: full (copy every file each time), incremental (share immutable files) or changelog (a base, an incremental snapshot, now and then; in between each snapshot appends the committed epochs' state changes to a change log)")
+	fs.IntVar(&c.clogBaseEvery, "changelog-base-every", pipeline.DefaultChangelogBaseEvery, "changelog mode: a base every N snapshots of a partition (1: every snapshot is a base)")
+	fs.Float64Var(&c.clogMaxRatio, "changelog-max-ratio", pipeline.DefaultChangelogMaxRatio, "changelog mode: also write a base when the change log since the last one passes this fraction of the state store's size (0: no size rule)")
 	fs.DurationVar(&c.gcGrace, "checkpoint-gc-grace", 10*time.Minute, "keep unreferenced pool files and temporary entries this long before garbage collection (protects another consumer's publish in flight in a shared --checkpoint-dir; 0 = collect at once, safe with a single consumer)")
 	c.s3.RegisterFlags(fs)
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory for the live Pebble stores (rebuilt from snapshots on start; one consumer per directory)")
@@ -179,7 +183,7 @@ func parseConfig(args []string) (*config, error) {
 		{Title: "Security (TLS, SASL)", Flags: []string{"tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "tls-insecure-skip-verify",
 			"sasl-mechanism", "sasl-user", "sasl-password-file"}},
 		{Title: "Input and the built-in aggregator", Flags: []string{"columns", "dedup-window", "max-line-bytes"}},
-		{Title: "Epochs, state and checkpoints", Flags: []string{"commit-interval", "checkpoint-interval", "checkpoint-dir", "checkpoint-mode",
+		{Title: "Epochs, state and checkpoints", Flags: []string{"commit-interval", "checkpoint-interval", "checkpoint-dir", "checkpoint-mode", "changelog-base-every", "changelog-max-ratio",
 			"checkpoint-retain", "checkpoint-gc-grace", "data-dir", "max-epoch-bytes", "memory-limit", "tolerable-checkpoint-failures", "allow-state-loss",
 			"exit-when-idle"}},
 		{Title: "Checkpoints on S3-compatible object storage (--checkpoint-dir s3://bucket/prefix; credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a credentials file)",
@@ -259,6 +263,12 @@ func (c *config) validate() error {
 	}
 	if c.exitWhenIdle < 0 {
 		errs = append(errs, errors.New("--exit-when-idle must not be negative"))
+	}
+	if c.clogBaseEvery < 1 {
+		errs = append(errs, errors.New("--changelog-base-every must be at least 1"))
+	}
+	if c.clogMaxRatio < 0 {
+		errs = append(errs, errors.New("--changelog-max-ratio must not be negative"))
 	}
 	if c.checkpointRetain < 1 {
 		errs = append(errs, errors.New("--checkpoint-retain must be at least 1"))

@@ -423,6 +423,7 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 		CommitInterval: c.commitInterval, CheckpointInterval: c.checkpointInterval,
 		MaxEpochBytes: c.maxEpochBytes, DataDir: c.dataDir, AllowStateLoss: c.allowStateLoss,
 		ExitWhenIdle: c.exitWhenIdle, TolerableSnapshotFailures: c.tolerableFailures,
+		ChangelogBaseEvery: c.clogBaseEvery, ChangelogMaxRatio: clogRatio(c.clogMaxRatio),
 		CrashAtRecord: c.crashAtRecord, ReplayConnOpts: d.connOpts,
 		Job: c.jobSettings(newOp()), Logger: d.log, Stats: d.stats, OnLoop: d.onLoop,
 		Savepoint: d.fromSavepoint, SavepointOnStop: c.savepointOnStop, Unwritable: d.unwritable,
@@ -457,4 +458,13 @@ func (d *daemon) explain(err error) error {
 		return job.Permanent(fmt.Errorf("%w (rerun with --allow-state-loss to resume at the end of the log)", err))
 	}
 	return err
+}
+
+// clogRatio maps --changelog-max-ratio 0 (no size rule) to the engine's
+// negative "off".
+func clogRatio(r float64) float64 {
+	if r == 0 {
+		return -1
+	}
+	return r
 }

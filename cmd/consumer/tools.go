@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,11 +29,14 @@ of the consumer, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a
 credentials file).
 
 Usage:
-  consumer checkpoints list DIR [--json]            snapshots and savepoints: id, partition, topic id, cluster id,
-                                                    offset, mode, files, bytes, age (ids shortened; --json: full)
-  consumer checkpoints verify DIR                   check every file's size and CRC32C; exit 1 on any failure
+  consumer checkpoints list DIR [--json]            snapshots (changelog mode: bases and their change-log segments)
+                                                    and savepoints: id, partition, topic id, cluster id, offset, mode,
+                                                    files, bytes, age (ids shortened; --json: full)
+  consumer checkpoints verify DIR                   check every file's size and CRC32C and every segment's checksum
+                                                    and sequence; exit 1 on any failure
   consumer checkpoints inspect DIR --partition P --key ACCOUNT [--topic T] [--id ID]
-                                                    read an account's aggregate from a snapshot (newest by default)
+                                                    read an account's aggregate from a snapshot (newest by default;
+                                                    a base with its change log applied)
   consumer checkpoints gc DIR [--apply]             show (default) or delete what retention and garbage collection would remove
 
 Exit codes: 0 ok, 1 verification failed or an operation failed, 2 usage.`
@@ -134,7 +138,12 @@ type listRow struct {
 	Mode      string    `json:"mode"`
 	Files     int       `json:"files"`
 	Bytes     int64     `json:"bytes"`
-	CreatedAt time.Time `json:"created_at"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	// Segments of a change log: the base they follow, their sequence
+	// and the offset they start from (Offset is where they end).
+	Base  string `json:"base,omitempty"`
+	Seq   int64  `json:"seq,omitempty"`
+	First int64  `json:"first_offset,omitempty"`
 }
 
 func collectRows(store checkpoint.Storage) ([]listRow, error) {
@@ -149,9 +158,27 @@ func collectRows(store checkpoint.Storage) ([]listRow, error) {
 			return nil, err
 		}
 		for _, m := range metas {
-			rows = append(rows, listRow{Kind: "snapshot", ID: m.ID, Topic: m.Topic, Partition: m.Partition,
+			kind := "snapshot"
+			if m.Mode == checkpoint.ModeChangelog {
+				kind = "base"
+			}
+			rows = append(rows, listRow{Kind: kind, ID: m.ID, Topic: m.Topic, Partition: m.Partition,
 				TopicID: m.TopicID, ClusterID: m.ClusterID, Offset: m.Offset,
 				Mode: string(m.Mode), Files: len(m.Files), Bytes: m.Bytes(), CreatedAt: m.CreatedAt})
+			if m.Mode != checkpoint.ModeChangelog {
+				continue
+			}
+			// The base's change log: one row per segment, offset = where
+			// it ends (its name; contents are read by verify).
+			segs, err := store.Segments(m.Topic, m.Partition, m.ID)
+			if err != nil {
+				return nil, err
+			}
+			for _, g := range segs {
+				rows = append(rows, listRow{Kind: "segment", ID: m.ID + "/" + g.Name(), Topic: m.Topic, Partition: m.Partition,
+					TopicID: m.TopicID, ClusterID: m.ClusterID, Offset: g.Last, Mode: string(m.Mode), Files: 1, Bytes: g.Size,
+					Base: m.ID, Seq: g.Seq, First: g.First})
+			}
 		}
 	}
 	sps, err := store.ListSavepoints()
@@ -185,9 +212,13 @@ func listCheckpoints(store checkpoint.Storage, w io.Writer, asJSON bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tID\tTOPIC\tPARTITION\tTOPIC_ID\tCLUSTER_ID\tOFFSET\tMODE\tFILES\tBYTES\tAGE")
 	for _, r := range rows {
+		age := "-"
+		if !r.CreatedAt.IsZero() {
+			age = time.Since(r.CreatedAt).Round(time.Second).String()
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.Kind, r.ID, r.Topic, r.Partition,
 			shortID(r.TopicID), shortID(r.ClusterID), r.Offset, r.Mode, r.Files,
-			humanBytes(r.Bytes), time.Since(r.CreatedAt).Round(time.Second))
+			humanBytes(r.Bytes), age)
 	}
 	return tw.Flush()
 }
@@ -226,6 +257,11 @@ func verifyCheckpoints(ctx context.Context, store checkpoint.Storage, stdout, st
 				continue
 			}
 			fmt.Fprintf(stdout, "ok    %s/%d %s (%d files, %s)\n", m.Topic, m.Partition, m.ID, len(m.Files), humanBytes(m.Bytes()))
+			if m.Mode == checkpoint.ModeChangelog {
+				c, b := verifyChangelog(ctx, store, m, stdout)
+				n += c
+				bad += b
+			}
 		}
 	}
 	sps, err := store.ListSavepoints()
@@ -247,6 +283,34 @@ func verifyCheckpoints(ctx context.Context, store checkpoint.Storage, stdout, st
 		return 1
 	}
 	return 0
+}
+
+// verifyChangelog reads and verifies every segment of base m's change
+// log and checks that they continue the base contiguously (a gap makes
+// every later segment unusable: reported as a failure).
+func verifyChangelog(ctx context.Context, store checkpoint.Storage, m checkpoint.Meta, w io.Writer) (checked, bad int) {
+	segs, err := store.Segments(m.Topic, m.Partition, m.ID)
+	if err != nil {
+		fmt.Fprintf(w, "FAIL  %s/%d %s change log: %v\n", m.Topic, m.Partition, m.ID, err)
+		return 1, 1
+	}
+	chain := len(checkpoint.Chain(m.Offset, segs))
+	for i, g := range segs {
+		checked++
+		what := fmt.Sprintf("%s/%d %s/%s", m.Topic, m.Partition, m.ID, g.Name())
+		d, err := store.ReadSegment(ctx, g)
+		switch {
+		case err != nil:
+			fmt.Fprintf(w, "FAIL  %s: %v\n", what, err)
+			bad++
+		case i >= chain:
+			fmt.Fprintf(w, "FAIL  %s: does not continue the change log (a segment before it is missing)\n", what)
+			bad++
+		default:
+			fmt.Fprintf(w, "ok    %s (%d epochs, %d changes, %s)\n", what, d.Epochs, d.Changes, humanBytes(g.Size))
+		}
+	}
+	return checked, bad
 }
 
 // inspectCheckpoint restores a snapshot into a temporary directory (which
@@ -292,12 +356,20 @@ func inspectCheckpoint(ctx context.Context, store checkpoint.Storage, topic stri
 		return err
 	}
 	defer st.Close()
+	// A base: its change log brings the state to where it ends.
+	segs, offset, err := pipeline.ApplyChangelog(ctx, store, st, m, math.MaxInt64)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "consumer checkpoints inspect: the change log of %s stops at offset %d: %v\n", m.ID, offset, err)
+	}
 	v, ok, err := st.Get(aggregate.AccountKey(nil, key))
 	if err != nil {
 		return err
 	}
 	out := map[string]any{"snapshot": m.ID, "topic": topic, "partition": p, "topic_id": m.TopicID, "cluster_id": m.ClusterID,
-		"offset": m.Offset, "account_id": key, "found": ok}
+		"offset": offset, "account_id": key, "found": ok}
+	if m.Mode == checkpoint.ModeChangelog {
+		out["segments"] = segs
+	}
 	if ok {
 		var a aggregate.AccountState
 		if err := a.Decode(v); err != nil {
@@ -317,7 +389,7 @@ func inspectCheckpoint(ctx context.Context, store checkpoint.Storage, topic stri
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("account %q not found in %s/%d at offset %d (another partition may own it)", key, topic, p, m.Offset)
+		return fmt.Errorf("account %q not found in %s/%d at offset %d (another partition may own it)", key, topic, p, offset)
 	}
 	return nil
 }

@@ -1,0 +1,352 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/zap"
+
+	"github.com/txstream/txstream/checkpoint"
+)
+
+// Changelog mode (checkpoint.ModeChangelog). Each committed epoch's
+// changes of a partition (its overlay's dirty entries, and the entries
+// expiry deletes after it) are encoded, with the partition's position,
+// into a per-partition buffer when they are applied. At each snapshot
+// interval the buffer becomes one segment that the publisher appends to
+// the partition's change log after the current base; a base (a Pebble
+// checkpoint published as an incremental snapshot) is taken instead every
+// ChangelogBaseEvery snapshots, when the log since the base exceeds
+// ChangelogMaxRatio of the store's size, after every recovery (this
+// process has no chain of its own yet) and after changes were dropped.
+//
+// The buffer of changes that are not durable yet is bounded
+// (ChangelogBufferBytes per partition). When it is full the engine does
+// not wait for the storage: it drops the buffered changes and the next
+// snapshot is a base. Waiting would make a slow or unreachable storage
+// stop processing and output, which snapshots never do in the other
+// modes; a dropped buffer costs only a base (and, if the process dies
+// before it is written, a longer replay from the end of the durable
+// chain), never correctness.
+
+// Changelog defaults.
+const (
+	DefaultChangelogBaseEvery    = 10
+	DefaultChangelogMaxRatio     = 0.5
+	DefaultChangelogBufferBytes  = 64 << 20
+	DefaultChangelogSegmentBytes = 16 << 20
+)
+
+// changelog is one partition's change-log state.
+type changelog struct {
+	// The durable chain: base and the segments appended after it.
+	base      string
+	seq       int64 // sequence of the last durable segment
+	last      int64 // position the durable chain reaches
+	sinceBase int   // segments since the base
+	logBytes  int64 // their bytes
+	// valid: a durable chain exists and cur continues it from last.
+	valid bool
+	// cur holds the changes not handed to the publisher yet.
+	cur checkpoint.ChangeBuffer
+	// A segment in flight: its changes (given back to cur if it fails)
+	// and its encoded size.
+	sent     *checkpoint.ChangeBuffer
+	sentSize int
+	// A base in flight: the changes before its checkpoint (pre: given
+	// back to cur if it fails and the old chain is valid) and whether cur
+	// continues it (false once changes were dropped).
+	baseInFlight bool
+	baseValid    bool
+	pre          *checkpoint.ChangeBuffer
+	dropWarned   bool
+}
+
+func (e *Engine) changelogMode() bool {
+	return e.ckpt != nil && e.ckpt.Mode() == checkpoint.ModeChangelog
+}
+
+func (e *Engine) clog(ps *partState) *changelog {
+	if ps.clog == nil && e.changelogMode() {
+		ps.clog = &changelog{}
+		ps.store.onDelete = func(keys [][]byte) { e.recordDeletes(ps, keys) }
+	}
+	return ps.clog
+}
+
+// recording reports whether changes applied now belong to a chain that
+// will be written: the durable one, or the one of the base in flight.
+func (c *changelog) recording() bool { return c.valid || c.baseInFlight && c.baseValid }
+
+// recordEpoch encodes the epoch's changes of ps (its overlay, about to be
+// applied) at its new position.
+func (e *Engine) recordEpoch(ps *partState) {
+	c := e.clog(ps)
+	if c == nil || !c.recording() {
+		return
+	}
+	for k, en := range ps.ov.m {
+		if !en.dirty {
+			continue
+		}
+		if en.deleted {
+			c.cur.DeleteString(k)
+		} else {
+			c.cur.SetString(k, en.val)
+		}
+	}
+	c.cur.EndEpoch(ps.pos)
+	e.boundChangelog(ps)
+}
+
+// recordDeletes encodes the keys expiry deleted (Store.DeleteKeys) at the
+// partition's committed position.
+func (e *Engine) recordDeletes(ps *partState, keys [][]byte) {
+	c := ps.clog
+	if c == nil || !c.recording() {
+		return
+	}
+	for _, k := range keys {
+		c.cur.Delete(k)
+	}
+	c.cur.EndEpoch(ps.next)
+	e.boundChangelog(ps)
+}
+
+// boundChangelog drops the buffered changes when they pass the bound;
+// the next snapshot is then a base.
+func (e *Engine) boundChangelog(ps *partState) {
+	c := ps.clog
+	n := c.cur.Len() + c.sentSize
+	if c.sent != nil {
+		n += c.sent.Len()
+	}
+	if c.pre != nil {
+		n += c.pre.Len()
+	}
+	if n <= e.cfg.ChangelogBufferBytes {
+		return
+	}
+	if !c.dropWarned {
+		e.log.Warn("change-log buffer full (the checkpoint storage is slow or failing): dropping the changes not yet written; the next snapshot is a base",
+			zap.Int32("partition", ps.p), zap.Int("buffered_bytes", n), zap.Int("limit", e.cfg.ChangelogBufferBytes))
+		c.dropWarned = true
+	}
+	c.cur = checkpoint.ChangeBuffer{}
+	c.pre = nil
+	c.valid, c.baseValid = false, false
+}
+
+// needBase decides between a segment and a base for the next snapshot.
+func (e *Engine) needBase(ps *partState, c *changelog) bool {
+	if !c.valid || c.sinceBase+1 >= e.cfg.ChangelogBaseEvery {
+		return true
+	}
+	if r := e.cfg.ChangelogMaxRatio; r > 0 && float64(c.logBytes+int64(c.cur.Len())) > r*float64(ps.store.Size()) {
+		return true
+	}
+	return false
+}
+
+// segmentDue reports a partition whose buffer reached the segment size:
+// it gets a segment at this committed boundary, not at the interval.
+func (e *Engine) segmentDue() bool {
+	for _, ps := range e.parts {
+		if c := ps.clog; c != nil && c.valid && !ps.snapInFlight && c.cur.Len() >= e.cfg.ChangelogSegmentBytes {
+			return true
+		}
+	}
+	return false
+}
+
+// snapshotSegment hands the buffered changes of ps to the publisher as
+// the next segment of its chain. ok is false when a base is due instead.
+func (e *Engine) snapshotSegment(ps *partState) (ok bool) {
+	c := e.clog(ps)
+	if c == nil || e.needBase(ps, c) {
+		return false
+	}
+	if c.cur.Epochs() == 0 {
+		ps.dirty = false
+		return true
+	}
+	t0 := e.now()
+	data, g, err := checkpoint.EncodeSegment(checkpoint.Segment{Topic: e.cfg.Topic, Partition: ps.p, Base: c.base, Seq: c.seq + 1, First: c.last}, &c.cur)
+	if err != nil {
+		e.log.Warn("encoding a change-log segment failed; the next snapshot is a base", zap.Int32("partition", ps.p), zap.Error(err))
+		c.valid = false
+		c.cur = checkpoint.ChangeBuffer{}
+		return false
+	}
+	sent := c.cur
+	c.sent, c.sentSize = &sent, len(data)
+	c.cur = checkpoint.ChangeBuffer{}
+	ps.dirty = false
+	ps.snapInFlight = true
+	e.snaps.jobs <- snapJob{p: ps.p, offset: g.Last, trigger: t0, segment: data, seg: g}
+	return true
+}
+
+// baseCut runs when the checkpoint of a base is taken: the changes so far
+// are in it; cur starts the base's chain.
+func (e *Engine) baseCut(ps *partState) {
+	c := ps.clog
+	if c == nil {
+		return
+	}
+	pre := c.cur
+	c.pre = &pre
+	c.cur = checkpoint.ChangeBuffer{}
+	c.baseInFlight, c.baseValid = true, true
+	c.dropWarned = false
+}
+
+// changelogDone updates the chain with a publish result.
+func (e *Engine) changelogDone(ps *partState, r snapResult) {
+	c := ps.clog
+	if c == nil {
+		return
+	}
+	switch {
+	case r.job.segment != nil && r.err == nil:
+		c.sent, c.sentSize = nil, 0
+		c.seq, c.last = r.seg.Seq, r.seg.Last
+		c.sinceBase++
+		c.logBytes += r.seg.Size
+	case r.job.segment != nil:
+		if c.valid && c.sent != nil {
+			c.sent.Append(&c.cur)
+			c.cur = *c.sent
+		}
+		c.sent, c.sentSize = nil, 0
+	case r.err == nil: // a base
+		c.base, c.seq, c.last = r.meta.ID, 0, r.meta.Offset
+		c.sinceBase, c.logBytes = 0, 0
+		c.valid = c.baseValid
+		c.baseInFlight, c.pre = false, nil
+		if !c.valid {
+			c.cur = checkpoint.ChangeBuffer{}
+		}
+	default: // a failed base: the old chain goes on, if it is valid
+		if c.valid && c.pre != nil {
+			c.pre.Append(&c.cur)
+			c.cur = *c.pre
+		} else {
+			c.valid = false
+			c.cur = checkpoint.ChangeBuffer{}
+		}
+		c.baseInFlight, c.pre = false, nil
+	}
+}
+
+// applySegments applies the planned change-log segments, in order, on top
+// of the restored base in store. It returns how many were applied; a
+// segment that is missing or does not verify ends it with an error that
+// matches checkpoint.ErrCorrupt (the caller plans again without it and
+// the rest of its chain).
+func (e *Engine) applySegments(ctx context.Context, pl Plan, store *Store) (int, error) {
+	for i, sc := range pl.Segments {
+		g := checkpoint.Segment{Topic: e.cfg.Topic, Partition: pl.Partition, Base: pl.Snapshot.ID, Seq: sc.Seq, First: sc.First, Last: sc.Last}
+		d, err := e.ckpt.ReadSegment(ctx, g)
+		if err != nil {
+			return i, err
+		}
+		if err := applySegment(store, d); err != nil {
+			return i, err
+		}
+	}
+	return len(pl.Segments), nil
+}
+
+// applySegment writes one verified segment's changes and its last
+// position into the store in one batch.
+func applySegment(store *Store, d *checkpoint.SegmentData) error {
+	b := store.db.NewBatch()
+	defer b.Close()
+	err := d.Each(func(kind byte, key, value []byte, _ int64) error {
+		switch kind {
+		case checkpoint.ChangeSet:
+			return b.Set(key, value, nil)
+		case checkpoint.ChangeDelete:
+			return b.Delete(key, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
+	}
+	if err := b.Set(offsetKey, offsetBytes(d.Last), nil); err != nil {
+		return err
+	}
+	if err := store.db.Apply(b, pebble.NoSync); err != nil {
+		return fmt.Errorf("applying segment %d of base %s to state store %s: %w", d.Seq, d.Base, store.dir, err)
+	}
+	return nil
+}
+
+func offsetBytes(off int64) []byte {
+	var b [8]byte
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(off)
+		off >>= 8
+	}
+	return b[:]
+}
+
+// segmentCandidates lists the change log of a base for the planner.
+func (e *Engine) segmentCandidates(p int32, m checkpoint.Meta) ([]SegmentCandidate, error) {
+	if m.Mode != checkpoint.ModeChangelog {
+		return nil, nil
+	}
+	segs, err := e.ckpt.Segments(e.cfg.Topic, p, m.ID)
+	if err != nil {
+		return nil, fmt.Errorf("listing the change log of snapshot %s of partition %d: %w", m.ID, p, err)
+	}
+	out := make([]SegmentCandidate, 0, len(segs))
+	for _, g := range segs {
+		out = append(out, SegmentCandidate{Seq: g.Seq, First: g.First, Last: g.Last})
+	}
+	return out, nil
+}
+
+// truncateSegments keeps the first n segments of snapshot id's candidate.
+func truncateSegments(cs []SnapshotCandidate, id string, n int) {
+	for i := range cs {
+		if cs[i].ID == id && n < len(cs[i].Segments) {
+			cs[i].Segments = cs[i].Segments[:n:n]
+		}
+	}
+}
+
+// ApplyChangelog applies to st, restored from base m, the segments of m's
+// change log that continue it contiguously and end at or below maxOffset,
+// each verified; it stops at the first that is missing or does not
+// verify (returned as the error, matching checkpoint.ErrCorrupt). It
+// returns how many were applied and the offset the state then reflects.
+// For offline tools; the engine's recovery plans the same through
+// PlanRecovery.
+func ApplyChangelog(ctx context.Context, ck checkpoint.Storage, st *Store, m checkpoint.Meta, maxOffset int64) (int, int64, error) {
+	if m.Mode != checkpoint.ModeChangelog {
+		return 0, m.Offset, nil
+	}
+	segs, err := ck.Segments(m.Topic, m.Partition, m.ID)
+	if err != nil {
+		return 0, m.Offset, err
+	}
+	reach, n := m.Offset, 0
+	for _, g := range checkpoint.Chain(m.Offset, segs) {
+		if g.Last > maxOffset {
+			break
+		}
+		d, err := ck.ReadSegment(ctx, g)
+		if err != nil {
+			return n, reach, err
+		}
+		if err := applySegment(st, d); err != nil {
+			return n, reach, err
+		}
+		reach, n = g.Last, n+1
+	}
+	return n, reach, nil
+}
