@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/txstream/txstream/faults"
 )
 
 // Change log (ModeChangelog). A base is a snapshot published as in
@@ -434,6 +436,7 @@ func (s *Store) AppendSegment(ctx context.Context, data []byte) (Segment, error)
 	if err := writeFileSync(tmp, data); err != nil {
 		return Segment{}, fmt.Errorf("checkpoint: append segment %s/%s: %w", tp, g.Name(), err)
 	}
+	faults.Hit(faults.SegmentAppend) // crash tests: a segment written, not published
 	if err := os.Rename(tmp, final); err != nil {
 		os.Remove(tmp)
 		return Segment{}, fmt.Errorf("checkpoint: append segment %s/%s: %w", tp, g.Name(), err)

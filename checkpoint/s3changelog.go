@@ -10,6 +10,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"go.uber.org/zap"
+
+	"github.com/txstream/txstream/faults"
 )
 
 func changelogRel(tp TopicPartition) string { return changelogDir + "/" + tp.String() + "/" }
@@ -26,6 +28,7 @@ func (s *S3Store) AppendSegment(ctx context.Context, data []byte) (Segment, erro
 	g := d.Segment
 	tp := TopicPartition{Topic: g.Topic, Partition: g.Partition}
 	rel := changelogRel(tp) + g.Base + "/" + g.Name()
+	faults.Hit(faults.SegmentAppend) // crash tests: a segment encoded, not uploaded
 	if err := s.putNewData(ctx, rel, data); err != nil {
 		return Segment{}, fmt.Errorf("checkpoint: append segment to %s: %w", s.url(rel), err)
 	}

@@ -28,6 +28,7 @@ const (
 	SnapshotCopy     = "snapshot-copy"      // in the middle of copying a snapshot's files
 	SnapshotPublish  = "snapshot-publish"   // snapshot files written, metadata not yet
 	PoolGC           = "pool-gc"            // while deleting unreferenced pool files
+	SegmentAppend    = "segment-append"     // a change-log segment written, not yet under its name
 )
 
 var (

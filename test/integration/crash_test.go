@@ -102,6 +102,44 @@ func runToIdle(t *testing.T, bins *Binaries, args []string) *consumerProc {
 // run to idle, the committed output must be exactly what one failure-free
 // pass computes.
 func TestCrashRecoveryExactlyOnce(t *testing.T) {
+	// Named crash points: the Nth pass kills the process (SIGKILL, no
+	// cleanup), so each lands exactly where docs/DESIGN.md's crash table says.
+	// Armed on odd runs; runs 1, 5, 9, 13 are incremental (pool GC exists
+	// only there), 3, 7, 11 full.
+	points := []string{"after-sink-commit:4", "before-sink-commit:3", "snapshot-copy:5", "after-state-apply:6",
+		"pool-gc:1", "after-sink-commit:9", "snapshot-publish:2"}
+	// Both snapshot modes, alternating in pairs of runs: every run
+	// restores what a run in the other mode wrote, and GC must keep
+	// the pool files incremental snapshots share.
+	crashRecovery(t, points, func(i int) []string {
+		return []string{"--checkpoint-mode", []string{"incremental", "full"}[(i/2)%2]}
+	})
+}
+
+// TestCrashRecoveryExactlyOnceChangelog is TestCrashRecoveryExactlyOnce
+// in changelog mode: recoveries restore a base plus its change-log
+// segments (a base every 4 snapshots, no size rule: the state is small),
+// and processes are killed while a segment is written and while a base
+// is copied. Runs 4 and 10 are incremental: a changelog base restores
+// in incremental mode and an incremental snapshot starts a change log.
+func TestCrashRecoveryExactlyOnceChangelog(t *testing.T) {
+	points := []string{"after-sink-commit:4", "segment-append:3", "before-sink-commit:3", "snapshot-copy:2",
+		"after-state-apply:6", "segment-append:8", "after-sink-commit:9"}
+	restores := crashRecovery(t, points, func(i int) []string {
+		if i == 4 || i == 10 {
+			return []string{"--checkpoint-mode", "incremental"}
+		}
+		return []string{"--checkpoint-mode", "changelog", "--changelog-base-every", "4", "--changelog-max-ratio", "0"}
+	})
+	if restores == 0 {
+		t.Error("no recovery applied change-log segments: the test does not exercise them")
+	}
+}
+
+// crashRecovery runs 14 killed runs (points armed on the odd ones, with
+// the extra arguments mode(i)), a final run to idle and the output check.
+// It returns how many runs restored change-log segments.
+func crashRecovery(t *testing.T, points []string, mode func(i int) []string) (segRestores int) {
 	bins := buildBinaries(t)
 	rows := 200_000
 	if testing.Short() {
@@ -121,12 +159,6 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random kill schedule seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
-	// Named crash points: the Nth pass kills the process (SIGKILL, no
-	// cleanup), so each lands exactly where docs/DESIGN.md's crash table says.
-	// Armed on odd runs; runs 1, 5, 9, 13 are incremental (pool GC exists
-	// only there), 3, 7, 11 full.
-	points := []string{"after-sink-commit:4", "before-sink-commit:3", "snapshot-copy:5", "after-state-apply:6",
-		"pool-gc:1", "after-sink-commit:9", "snapshot-publish:2"}
 	kills, armed := 0, 0
 	var fired []string
 	for i := 0; i < 14; i++ {
@@ -138,11 +170,7 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 			points = points[1:]
 			armed++
 		}
-		// Both snapshot modes, alternating in pairs of runs: every run
-		// restores what a run in the other mode wrote, and GC must keep
-		// the pool files incremental snapshots share.
-		mode := []string{"incremental", "full"}[(i/2)%2]
-		p := startConsumer(t, bins, env, consumerArgs(broker.Addr, dir, "c1", "--checkpoint-mode", mode, "--checkpoint-gc-grace", "0")...)
+		p := startConsumer(t, bins, env, consumerArgs(broker.Addr, dir, "c1", append(mode(i), "--checkpoint-gc-grace", "0")...)...)
 		if env != nil {
 			// A crash point that is never reached (e.g. no GC work yet)
 			// is cut short by a kill like the others.
@@ -159,6 +187,9 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 			t.Fatalf("run %d: consumer exited %d before being killed; log tail:\n%s", i, p.code, tail(p.log.String(), 4000))
 		}
 		kills++
+		if strings.Contains(p.log.String(), " change-log segments\"") {
+			segRestores++
+		}
 		if strings.Contains(p.log.String(), `"level":"error"`) {
 			t.Logf("run %d logged errors:\n%s", i, grepLines(p.log.String(), `"level":"error"`, 5))
 		}
@@ -170,10 +201,14 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 	if len(fired) < armed-1 {
 		t.Errorf("only %d of %d crash points fired: the test no longer reaches them", len(fired), armed)
 	}
-	final := runToIdle(t, bins, consumerArgs(broker.Addr, dir, "c1"))
+	final := runToIdle(t, bins, consumerArgs(broker.Addr, dir, "c1", mode(14)...))
 	if !strings.Contains(final.log.String(), "restore snapshot") && !strings.Contains(final.log.String(), `"from":"snapshot`) {
 		t.Errorf("final run did not restore any snapshot; log:\n%s", grepLines(final.log.String(), "recover", 10))
 	}
+	if strings.Contains(final.log.String(), " change-log segments\"") {
+		segRestores++
+	}
+	t.Logf("%d runs restored change-log segments", segRestores)
 	t.Logf("%d kills; verifying %d rows (%d valid, %d duplicates, %d bad)", kills, rows, ds.exp.Valid, ds.exp.Duplicates, ds.exp.Bad)
 	verifyOutput(t, broker.Addr, ds.exp)
 
@@ -190,11 +225,12 @@ func TestCrashRecoveryExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	both := combine(t, ds, more)
-	p := runToIdle(t, bins, consumerArgs(broker.Addr, dir, "c1"))
+	p := runToIdle(t, bins, consumerArgs(broker.Addr, dir, "c1", mode(15)...))
 	if !strings.Contains(p.log.String(), `"from":"empty"`) {
 		t.Errorf("expected recovery from empty state after the checkpoint dir was deleted; log:\n%s", grepLines(p.log.String(), "recover", 10))
 	}
 	verifyOutput(t, broker.Addr, both.exp)
+	return segRestores
 }
 
 func grepLines(s, sub string, max int) string {
