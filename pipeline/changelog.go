@@ -86,14 +86,15 @@ func (e *Engine) recordEpoch(ps *partState) {
 	if c == nil || !c.recording() {
 		return
 	}
-	for k, en := range ps.ov.m {
+	for i := range ps.ov.ents {
+		en := &ps.ov.ents[i]
 		if !en.dirty {
 			continue
 		}
 		if en.deleted {
-			c.cur.DeleteString(k)
+			c.cur.DeleteString(en.key)
 		} else {
-			c.cur.SetString(k, en.val)
+			c.cur.SetString(en.key, en.val)
 		}
 	}
 	c.cur.EndEpoch(ps.pos)

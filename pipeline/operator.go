@@ -45,6 +45,20 @@ type Emitter interface {
 	Skipped(reason string)
 }
 
+// Discarder is implemented by an Emitter that drops what it is given:
+// the engine's emitter during a replay, whose records' output an earlier
+// epoch committed. An operator may skip building output (Emit's key and
+// value) when Discards is true; it must update its state as always.
+type Discarder interface {
+	Discards() bool
+}
+
+// Discards reports whether out drops what it is given (Discarder).
+func Discards(out Emitter) bool {
+	d, ok := out.(Discarder)
+	return ok && d.Discards()
+}
+
 // Operator is a deterministic keyed function: given the same records in the
 // same per-partition order it must produce the same state and the same
 // outputs. Returning an error fails the job attempt (a restart strategy

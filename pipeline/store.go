@@ -308,23 +308,39 @@ func (o *Overlay) Discard() { o.o.reset() }
 // overlay is an epoch's view of one partition: reads go through it, writes
 // stay in it until the sink commits, then they are applied in one batch.
 // Aborting an epoch is dropping the overlay.
+//
+// Entries live in a slice, in the order of their first access, indexed by
+// key: updating a key the epoch has seen already (the aggregator reads
+// every key right before writing it) is a lookup, not a map assignment
+// that would copy the key again.
 type overlay struct {
 	store *Store
-	m     map[string]entry
+	idx   map[string]int32 // key -> position in ents
+	ents  []entry
 	bytes int
 	dirty int
 }
 
 type entry struct {
+	key     string
 	val     []byte
 	deleted bool
 	dirty   bool
 }
 
-func newOverlay(s *Store) *overlay { return &overlay{store: s, m: make(map[string]entry)} }
+func newOverlay(s *Store) *overlay { return &overlay{store: s, idx: make(map[string]int32)} }
+
+// add appends a new entry for key.
+func (o *overlay) add(key []byte, e entry) {
+	e.key = string(key)
+	o.idx[e.key] = int32(len(o.ents))
+	o.ents = append(o.ents, e)
+	o.bytes += len(key) + 64
+}
 
 func (o *overlay) Get(key []byte) ([]byte, bool, error) {
-	if e, ok := o.m[string(key)]; ok {
+	if i, ok := o.idx[string(key)]; ok {
+		e := &o.ents[i]
 		return e.val, !e.deleted, nil
 	}
 	v, ok, err := o.store.readCommitted(key)
@@ -333,37 +349,38 @@ func (o *overlay) Get(key []byte) ([]byte, bool, error) {
 	}
 	// Cache reads too: operators (the aggregator) read a key right before
 	// writing it.
-	o.m[string(key)] = entry{val: v, deleted: !ok}
-	o.bytes += len(key) + len(v) + 64
+	o.add(key, entry{val: v, deleted: !ok})
+	o.bytes += len(v)
 	return v, ok, nil
 }
 
 func (o *overlay) Set(key, value []byte) error {
-	k := string(key)
-	old, had := o.m[k]
-	if had {
-		o.bytes -= len(old.val)
-	} else {
-		o.bytes += len(k) + 64
+	i, had := o.idx[string(key)]
+	if !had {
+		o.add(key, entry{})
+		i = int32(len(o.ents) - 1)
 	}
-	if !old.dirty {
+	e := &o.ents[i]
+	if !e.dirty {
 		o.dirty++
 	}
-	o.m[k] = entry{val: value, dirty: true}
-	o.bytes += len(value)
+	o.bytes += len(value) - len(e.val)
+	e.val, e.deleted, e.dirty = value, false, true
 	return nil
 }
 
 func (o *overlay) Delete(key []byte) error {
-	k := string(key)
-	old, had := o.m[k]
+	i, had := o.idx[string(key)]
 	if !had {
-		o.bytes += len(k) + 64
+		o.add(key, entry{})
+		i = int32(len(o.ents) - 1)
 	}
-	if !old.dirty {
+	e := &o.ents[i]
+	if !e.dirty {
 		o.dirty++
 	}
-	o.m[k] = entry{deleted: true, dirty: true}
+	o.bytes -= len(e.val)
+	e.val, e.deleted, e.dirty = nil, true, true
 	return nil
 }
 
@@ -372,10 +389,12 @@ func (o *overlay) apply(nextOffset int64) error {
 	b := o.store.db.NewBatch()
 	defer b.Close()
 	f := o.store.filter
-	for k, e := range o.m {
+	for i := range o.ents {
+		e := &o.ents[i]
 		if !e.dirty {
 			continue
 		}
+		k := e.key
 		var err error
 		if e.deleted {
 			err = b.Delete([]byte(k), nil)
@@ -407,10 +426,12 @@ func (o *overlay) apply(nextOffset int64) error {
 		}
 	}
 	// Keep cached keys current (write-through); new keys stay out.
-	for k, e := range o.m {
+	for i := range o.ents {
+		e := &o.ents[i]
 		if !e.dirty {
 			continue
 		}
+		k := e.key
 		if _, cached := o.store.hot[k]; cached {
 			if e.deleted {
 				delete(o.store.hot, k)
@@ -424,6 +445,8 @@ func (o *overlay) apply(nextOffset int64) error {
 }
 
 func (o *overlay) reset() {
-	clear(o.m)
+	clear(o.idx)
+	clear(o.ents) // drop the references to keys and values
+	o.ents = o.ents[:0]
 	o.bytes, o.dirty = 0, 0
 }
