@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/txstream/txstream/synth"
+	"github.com/txstream/txstream/test/kafkatest"
 )
 
 // consumerBenchRows sizes the end-to-end benchmark (1M rows over 100k
@@ -31,7 +33,9 @@ func consumerBenchRows() int {
 	return 1_000_000
 }
 
-// BenchmarkConsumerEndToEnd measures, in one run against one broker:
+// BenchmarkConsumerEndToEnd measures, in one run, against each broker of
+// BENCH_BROKERS ("kfake", "kafka" or "kfake,kafka"; by default devbroker,
+// and real Apache Kafka too where it can run here, see kafkatest.Available):
 //
 //	(a) the consumer with the exactly-once Kafka sink,
 //	(b) the consumer with the stdout sink to /dev/null,
@@ -39,16 +43,22 @@ func consumerBenchRows() int {
 //	    transactions with no parsing and no state (the ceiling here),
 //
 // from process start to every input offset committed by the group (polled
-// with kadm, independently of the consumer's logs); then peak RSS, snapshot
-// pause, commit latency and recovery time after kill -9.
+// with kadm, independently of the consumer's logs): records/s, and CPU per
+// record, the user+sys time of the consumer process at that moment (start-up
+// included) over the records, which a shared machine distorts far less than
+// wall time (for (c), the benchmark process's own rusage over the run); then
+// peak RSS, snapshot pause, commit latency, recovery time after kill -9 and
+// replay speed: a consumer that took no snapshot is killed after committing
+// every record and restarted, and replays them all without output
+// (records/s from its "partition recovered" log lines).
+//
+// BENCH_CONSUMER_BASE=<path of another consumer binary> also runs (a) with
+// that build, for a before/after comparison in the same run.
 //
 //	go test -run '^$' -bench ConsumerEndToEnd -benchtime 1x ./test/integration/
 func BenchmarkConsumerEndToEnd(b *testing.B) {
 	bins := buildBinaries(b)
 	rows := consumerBenchRows()
-	dir := b.TempDir()
-	broker := startBroker(b, filepath.Join(dir, "broker"), "--topics", "transactions")
-
 	cfg := synth.DefaultConfig()
 	cfg.Rows, cfg.Accounts, cfg.Seed = rows, rows/10, 99
 	cfg.BadFraction, cfg.DupFraction = 0.001, 0.005
@@ -57,39 +67,93 @@ func BenchmarkConsumerEndToEnd(b *testing.B) {
 		b.Fatal(err)
 	}
 	lines := bytes.Split(bytes.TrimRight(buf.Bytes(), "\n"), []byte("\n"))[1:]
+	for _, kind := range benchBrokers(b) {
+		b.Run("broker="+kind, func(b *testing.B) {
+			benchConsumerOn(b, bins, kind, lines, cfg.Accounts)
+		})
+	}
+}
+
+// benchBrokers is the broker kinds BENCH_BROKERS asks for.
+func benchBrokers(b *testing.B) []string {
+	env := os.Getenv("BENCH_BROKERS")
+	if env == "" {
+		if ok, why := kafkatest.Available(); !ok {
+			b.Logf("devbroker only: real Kafka cannot run here (%s)", why)
+			return []string{brokerKfake}
+		}
+		return []string{brokerKfake, brokerKafka}
+	}
+	var kinds []string
+	for _, k := range strings.Split(env, ",") {
+		switch k = strings.TrimSpace(k); k {
+		case brokerKfake, brokerKafka:
+			kinds = append(kinds, k)
+		default:
+			b.Fatalf("BENCH_BROKERS=%q: want kfake, kafka or both, comma-separated", env)
+		}
+	}
+	return kinds
+}
+
+func benchConsumerOn(b *testing.B, bins *Binaries, kind string, lines [][]byte, accounts int) {
+	dir := b.TempDir()
+	var broker *Broker
+	if kind == brokerKafka {
+		broker = startKafka(b, filepath.Join(dir, "broker"), "--topics", "transactions")
+		b.Logf("Apache Kafka %s", broker.kafka.Version)
+	} else {
+		broker = startDevbroker(b, filepath.Join(dir, "broker"), "--topics", "transactions")
+	}
 	ctx := context.Background()
 	t0 := time.Now()
 	if err := produceRaw(ctx, broker.Addr, lines, 0); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("pre-produced %d rows over %d accounts in %v", rows, cfg.Accounts, time.Since(t0).Round(time.Millisecond))
+	b.Logf("pre-produced %d rows over %d accounts in %v", len(lines), accounts, time.Since(t0).Round(time.Millisecond))
 	total := int64(len(lines))
+	consumer := bins.Path("consumer")
+	base := os.Getenv("BENCH_CONSUMER_BASE")
 
 	for i := 0; i < b.N; i++ {
+		sfx := strconv.Itoa(i)
 		// (a) exactly-once Kafka sink
-		a := runBenchConsumer(b, bins, broker.Addr, dir, "bench-a", total, "--sink", "kafka", "--output-topic", "bench-out-a", "--dlq-topic", "bench-dlq-a")
+		a := runBenchConsumer(b, consumer, broker.Addr, dir, "bench-a"+sfx, total, "--sink", "kafka", "--output-topic", "bench-out-a"+sfx, "--dlq-topic", "bench-dlq-a"+sfx)
 		// (b) stdout sink to /dev/null
-		s := runBenchConsumer(b, bins, broker.Addr, dir, "bench-b", total, "--sink", "stdout", "--output-topic", "bench-out-b", "--dlq-topic", "bench-dlq-b")
+		s := runBenchConsumer(b, consumer, broker.Addr, dir, "bench-b"+sfx, total, "--sink", "stdout", "--output-topic", "bench-out-b"+sfx, "--dlq-topic", "bench-dlq-b"+sfx)
 		// (c) transactional pass-through baseline
-		c := runBaseline(b, broker.Addr, "bench-c", total)
+		c, cCPU := runBaseline(b, broker.Addr, "bench-c"+sfx, total)
 
+		perRec := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(total) }
 		rate := func(d time.Duration) float64 { return float64(total) / d.Seconds() }
 		b.ReportMetric(rate(a.elapsed), "eos_rec/s")
+		b.ReportMetric(perRec(a.cpu), "eos_cpu_us/rec")
 		b.ReportMetric(rate(s.elapsed), "stdout_rec/s")
+		b.ReportMetric(perRec(s.cpu), "stdout_cpu_us/rec")
 		b.ReportMetric(rate(c), "baseline_rec/s")
+		b.ReportMetric(perRec(cCPU), "baseline_cpu_us/rec")
 		b.ReportMetric(c.Seconds()/a.elapsed.Seconds(), "eos/baseline")
 		b.ReportMetric(float64(a.peakRSS)/(1<<20), "eos_peak_rss_MiB")
 		b.ReportMetric(ms(percentile(a.pauses, 0.5)), "pause_p50_ms")
 		b.ReportMetric(ms(percentile(a.pauses, 1)), "pause_max_ms")
 		b.ReportMetric(ms(percentile(a.commits, 0.5)), "commit_p50_ms")
 		b.ReportMetric(ms(percentile(a.commits, 0.99)), "commit_p99_ms")
+		if base != "" {
+			ab := runBenchConsumer(b, base, broker.Addr, dir, "bench-base"+sfx, total, "--sink", "kafka", "--output-topic", "bench-out-base"+sfx, "--dlq-topic", "bench-dlq-base"+sfx)
+			b.ReportMetric(rate(ab.elapsed), "base_eos_rec/s")
+			b.ReportMetric(perRec(ab.cpu), "base_eos_cpu_us/rec")
+			b.ReportMetric(float64(ab.peakRSS)/(1<<20), "base_eos_peak_rss_MiB")
+			b.Logf("(a) with %s: %.0f rec/s, %.2f us CPU/record, peak RSS %.0f MiB", base, rate(ab.elapsed), perRec(ab.cpu), float64(ab.peakRSS)/(1<<20))
+		}
 
-		rec := measureRecovery(b, bins, broker.Addr, dir, lines)
+		rp := measureReplay(b, consumer, broker.Addr, dir, "bench-replay"+sfx, total)
+		b.ReportMetric(rp.rate(), "replay_rec/s")
+		rec := measureRecovery(b, consumer, broker.Addr, dir, "bench-recovery"+sfx, lines)
 		b.ReportMetric(rec.Seconds(), "recovery_s")
-		b.Logf("(a) eos %.0f rec/s in %v, (b) stdout %.0f rec/s, (c) baseline %.0f rec/s; (a)/(c) = %.2f; peak RSS %.0f MiB; snapshot pause p50 %.1f ms max %.1f ms (%d snapshots); commit p50 %.1f ms p99 %.1f ms; recovery %v",
-			rate(a.elapsed), a.elapsed.Round(time.Millisecond), rate(s.elapsed), rate(c), c.Seconds()/a.elapsed.Seconds(),
+		b.Logf("%s: (a) eos %.0f rec/s in %v, %.2f us CPU/record; (b) stdout %.0f rec/s, %.2f us CPU/record; (c) baseline %.0f rec/s, %.2f us CPU/record; (a)/(c) = %.2f; peak RSS %.0f MiB; snapshot pause p50 %.1f ms max %.1f ms (%d snapshots); commit p50 %.1f ms p99 %.1f ms; replay %.0f rec/s (%d records in %v); recovery %v",
+			kind, rate(a.elapsed), a.elapsed.Round(time.Millisecond), perRec(a.cpu), rate(s.elapsed), perRec(s.cpu), rate(c), perRec(cCPU), c.Seconds()/a.elapsed.Seconds(),
 			float64(a.peakRSS)/(1<<20), ms(percentile(a.pauses, 0.5)), ms(percentile(a.pauses, 1)), len(a.pauses),
-			ms(percentile(a.commits, 0.5)), ms(percentile(a.commits, 0.99)), rec.Round(time.Millisecond))
+			ms(percentile(a.commits, 0.5)), ms(percentile(a.commits, 0.99)), rp.rate(), rp.records, rp.took.Round(time.Millisecond), rec.Round(time.Millisecond))
 	}
 }
 
@@ -107,6 +171,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 type benchRun struct {
 	elapsed time.Duration
+	cpu     time.Duration // user+sys of the process when the group had committed every record
 	peakRSS int64
 	pauses  []time.Duration
 	commits []time.Duration
@@ -114,12 +179,12 @@ type benchRun struct {
 
 // runBenchConsumer starts a consumer in its own group and waits until the
 // group has committed every input offset.
-func runBenchConsumer(b *testing.B, bins *Binaries, broker, dir, group string, total int64, extra ...string) benchRun {
+func runBenchConsumer(b *testing.B, consumer, broker, dir, group string, total int64, extra ...string) benchRun {
 	b.Helper()
 	args := []string{"--brokers", broker, "--group", group, "--instance-id", group, "--log-format", "json", "--log-level", "debug",
 		"--http", "", "--data-dir", filepath.Join(dir, "data-"+group), "--checkpoint-dir", filepath.Join(dir, "ck-"+group)}
 	args = append(args, extra...)
-	cmd := exec.Command(bins.Path("consumer"), args...)
+	cmd := exec.Command(consumer, args...)
 	logPath := filepath.Join(dir, group+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -144,6 +209,9 @@ func runBenchConsumer(b *testing.B, bins *Binaries, broker, dir, group string, t
 		b.Fatalf("%s: %v; log %s", group, err, logPath)
 	}
 	run.elapsed = time.Since(start)
+	if run.cpu, err = processCPU(cmd.Process.Pid); err != nil {
+		b.Fatal(err)
+	}
 	run.peakRSS = max(run.peakRSS, peakRSS(cmd.Process.Pid))
 	// Let a snapshot or two land, then drain gracefully.
 	_ = cmd.Process.Signal(os.Interrupt)
@@ -228,12 +296,14 @@ func parseConsumerLog(b *testing.B, path string) (pauses, commits []time.Duratio
 
 // runBaseline consumes the input in a group and re-produces every record
 // unchanged in one transaction per second, committing offsets in it: the
-// same Kafka work as the exactly-once sink without parsing or state.
-func runBaseline(b *testing.B, broker, group string, total int64) time.Duration {
+// same Kafka work as the exactly-once sink without parsing or state. It
+// returns the wall time and the CPU time (user+sys) the benchmark process
+// spent meanwhile.
+func runBaseline(b *testing.B, broker, group string, total int64) (time.Duration, time.Duration) {
 	b.Helper()
-	start := time.Now()
+	start, cpu0 := time.Now(), selfCPU()
 	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(broker), kgo.ConsumerGroup(group), kgo.ConsumeTopics("transactions"),
-		kgo.TransactionalID("bench-baseline"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.TransactionalID(group), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(),
 		kgo.DefaultProduceTopic("bench-out-c"), kgo.AllowAutoTopicCreation())
 	if err != nil {
@@ -264,19 +334,98 @@ func runBaseline(b *testing.B, broker, group string, total int64) time.Duration 
 			b.Fatal("baseline epoch aborted")
 		}
 	}
-	return time.Since(start)
+	return time.Since(start), selfCPU() - cpu0
+}
+
+// selfCPU is the user+sys CPU time of this process so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// replayRun is the replay of a restarted consumer: records replayed (all
+// partitions) and the time the replays took, summed.
+type replayRun struct {
+	records int64
+	took    time.Duration
+}
+
+func (r replayRun) rate() float64 {
+	if r.took <= 0 {
+		return 0
+	}
+	return float64(r.records) / r.took.Seconds()
+}
+
+// measureReplay runs a consumer that takes no snapshot (a checkpoint
+// interval of an hour) until its group has committed every record, kills
+// it with SIGKILL and restarts it: with no snapshot, recovery replays every
+// committed record of each partition without output, from the log start.
+// The replay figures come from the restarted consumer's "partition
+// recovered" lines (replayed, replay_took).
+func measureReplay(b *testing.B, consumer, broker, dir, group string, total int64) replayRun {
+	b.Helper()
+	args := []string{"--brokers", broker, "--group", group, "--instance-id", group, "--log-format", "json",
+		"--http", "", "--data-dir", filepath.Join(dir, "data-"+group), "--checkpoint-dir", filepath.Join(dir, "ck-"+group),
+		"--output-topic", "out-" + group, "--dlq-topic", "dlq-" + group, "--checkpoint-interval", "1h"}
+	first := exec.Command(consumer, args...)
+	if err := first.Start(); err != nil {
+		b.Fatal(err)
+	}
+	if err := waitCommitted(broker, group, total, 10*time.Minute, func() {}); err != nil {
+		_ = first.Process.Kill()
+		b.Fatal(err)
+	}
+	_ = first.Process.Kill()
+	_ = first.Wait()
+	second := exec.Command(consumer, args...)
+	var log lockedBuffer
+	second.Stderr = &log
+	if err := second.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = second.Process.Kill(); _ = second.Wait() }()
+	deadline := time.Now().Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		var r replayRun
+		parts := 0
+		for _, line := range strings.Split(log.String(), "\n") {
+			var m struct {
+				Msg        string  `json:"msg"`
+				Replayed   int64   `json:"replayed"`
+				ReplayTook float64 `json:"replay_took"`
+			}
+			if json.Unmarshal([]byte(line), &m) != nil || m.Msg != "partition recovered" {
+				continue
+			}
+			parts++
+			r.records += m.Replayed
+			r.took += time.Duration(m.ReplayTook * float64(time.Second))
+		}
+		if r.records >= total {
+			return r
+		}
+		if parts >= 3 {
+			b.Fatalf("replay: %d partitions recovered with %d records replayed, want %d", parts, r.records, total)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.Fatalf("replay: the restarted consumer did not recover its partitions within 10 minutes")
+	return replayRun{}
 }
 
 // measureRecovery runs a consumer over fresh input until it has committed
 // and snapshotted, kills it with SIGKILL, restarts it, and returns the time
 // from the restart to its first commit of new input.
-func measureRecovery(b *testing.B, bins *Binaries, broker, dir string, lines [][]byte) time.Duration {
+func measureRecovery(b *testing.B, consumer, broker, dir, group string, lines [][]byte) time.Duration {
 	b.Helper()
-	group := "bench-recovery"
 	args := []string{"--brokers", broker, "--group", group, "--instance-id", group, "--log-format", "json",
 		"--http", "", "--data-dir", filepath.Join(dir, "data-"+group), "--checkpoint-dir", filepath.Join(dir, "ck-"+group),
-		"--output-topic", "bench-out-r", "--dlq-topic", "bench-dlq-r", "--checkpoint-interval", "1s"}
-	first := exec.Command(bins.Path("consumer"), args...)
+		"--output-topic", "out-" + group, "--dlq-topic", "dlq-" + group, "--checkpoint-interval", "1s"}
+	first := exec.Command(consumer, args...)
 	var log1 lockedBuffer
 	first.Stderr = &log1
 	if err := first.Start(); err != nil {
@@ -300,7 +449,7 @@ func measureRecovery(b *testing.B, bins *Binaries, broker, dir string, lines [][
 		b.Skip("the first run finished before the kill; no recovery to measure")
 	}
 	restart := time.Now()
-	second := exec.Command(bins.Path("consumer"), args...)
+	second := exec.Command(consumer, args...)
 	if err := second.Start(); err != nil {
 		b.Fatal(err)
 	}
