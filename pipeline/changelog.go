@@ -185,7 +185,7 @@ func (e *Engine) snapshotSegment(ps *partState) (ok bool) {
 	c.cur = checkpoint.ChangeBuffer{}
 	ps.dirty = false
 	ps.snapInFlight = true
-	e.snaps.jobs <- snapJob{p: ps.p, offset: g.Last, trigger: t0, segment: data, seg: g}
+	e.snaps.jobs <- snapJob{p: ps.p, ps: ps, offset: g.Last, trigger: t0, segment: data, seg: g}
 	return true
 }
 

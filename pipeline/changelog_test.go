@@ -239,3 +239,25 @@ func TestChangelogBufferBound(t *testing.T) {
 	}
 	sameState(t, got, live)
 }
+
+// TestChangelogStaleResult: a publish result queued by an earlier owner
+// of the partition in this process (released, then recovered again while
+// the publisher was busy) must not become the new state's base: its
+// buffered changes continue the new state's own base cut, not the old
+// snapshot.
+func TestChangelogStaleResult(t *testing.T) {
+	r := newClogRig(t, 10)
+	r.epoch(10)
+	old := r.ps
+	fresh := &partState{p: 0, store: old.store, ov: newOverlay(old.store), lastSnapOffset: -1, next: old.next, pos: old.pos}
+	r.e.parts[0] = fresh
+	fresh.clog = &changelog{baseInFlight: true, baseValid: true}
+	fresh.snapInFlight = true
+	stale := snapResult{job: snapJob{p: 0, ps: old, offset: 5}, meta: checkpoint.Meta{ID: "old-base", Offset: 5, Mode: checkpoint.ModeChangelog}}
+	if err := r.e.snapDone(stale); err != nil {
+		t.Fatal(err)
+	}
+	if c := fresh.clog; c.base != "" || c.valid || !c.baseInFlight || !fresh.snapInFlight {
+		t.Fatalf("a stale result changed the new owner's state: %+v, in flight %v", c, fresh.snapInFlight)
+	}
+}

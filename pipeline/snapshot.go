@@ -31,7 +31,11 @@ type snapshotter struct {
 }
 
 type snapJob struct {
-	p       int32
+	p int32
+	// ps is the partition state that queued the job: a result that comes
+	// back after the partition was released (and maybe recovered again,
+	// with a new partState) must not touch the new state.
+	ps      *partState
 	offset  int64
 	staging string
 	trigger time.Time
@@ -193,7 +197,7 @@ func (e *Engine) checkpointPartition(ps *partState) error {
 	e.baseCut(ps)
 	ps.dirty = false
 	ps.snapInFlight = true
-	e.snaps.jobs <- snapJob{p: p, offset: ps.next, staging: staging, trigger: t0, pause: pause}
+	e.snaps.jobs <- snapJob{p: p, ps: ps, offset: ps.next, staging: staging, trigger: t0, pause: pause}
 	return nil
 }
 
@@ -239,6 +243,9 @@ func (e *Engine) drainSnapResults() error {
 
 func (e *Engine) snapDone(r snapResult) error {
 	ps := e.parts[r.job.p]
+	if ps != nil && r.job.ps != nil && r.job.ps != ps {
+		ps = nil // queued by an earlier owner of the partition in this process
+	}
 	if ps != nil {
 		ps.snapInFlight = false
 		e.changelogDone(ps, r)
