@@ -247,9 +247,13 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	if err != nil {
 		return err
 	}
+	// One allocation for the values this record may write (Set takes
+	// ownership of each; they never overlap): watermark, dedup entry and
+	// the account's state (which grows out of it if it needs more).
+	vals := make([]byte, 8+16+48)
 	if c := min(t, unixNanos(rec.Timestamp)); c > w {
 		w = c
-		if err := st.Set(watermarkKey, binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(w))); err != nil {
+		if err := st.Set(watermarkKey, binary.BigEndian.AppendUint64(vals[:0:8], uint64(w))); err != nil {
 			return err
 		}
 	}
@@ -322,7 +326,7 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	s.Count++
 	s.LastOffset = rec.Offset
 
-	if err := st.Set(a.keyBuf, s.Encode(make([]byte, 0, 48))); err != nil {
+	if err := st.Set(a.keyBuf, s.Encode(vals[24:24])); err != nil {
 		return err
 	}
 	// The dedup entry and its index entry. The index holds exactly one
@@ -335,7 +339,7 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 			return err
 		}
 	}
-	dv := make([]byte, 16)
+	dv := vals[8:24:24]
 	binary.BigEndian.PutUint64(dv[:8], uint64(t))
 	binary.BigEndian.PutUint64(dv[8:], h)
 	if err := st.Set(a.dkBuf, dv); err != nil {
@@ -346,7 +350,9 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 		return err
 	}
 	if !pipeline.Discards(out) { // a replay: the output was committed before
-		out.Emit([]byte(account), appendOutput(make([]byte, 0, 256), rec, &row, account, &s))
+		// Key and value in one allocation.
+		buf := append(make([]byte, 0, len(account)+256), account...)
+		out.Emit(buf[:len(account):len(account)], appendOutput(buf[len(account):], rec, &row, account, &s))
 	}
 	return nil
 }
