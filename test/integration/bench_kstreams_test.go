@@ -1,5 +1,3 @@
-//go:build linux
-
 package integration
 
 import (
@@ -37,12 +35,12 @@ import (
 // group's committed offsets reach the new end. Last, both outputs are
 // checked record by record against synth's expectation (not timed).
 //
-// Linux only. Skipped with one line without Java, Maven (for the first
-// build of the peer, cached in ~/.cache/txstream/kstreams) or the Kafka jars.
-// BENCH_KSTREAMS_JAVA_OPTS adds JVM flags (none by default: the JVM's own
-// heap and GC defaults), e.g. a flight recording; BENCH_KSTREAMS_CACHING=1
-// puts Kafka Streams' record cache in front of the store (off by default,
-// as the Processor API's store builder has it).
+// Skipped with one line without Java, Maven (for the first build of the
+// peer, cached in ~/.cache/txstream/kstreams) or the Kafka jars (Linux
+// only). BENCH_KSTREAMS_JAVA_OPTS adds JVM flags (none by default: the
+// JVM's own heap and GC defaults), e.g. a flight recording;
+// BENCH_KSTREAMS_CACHING=1 puts Kafka Streams' record cache in front of
+// the store (off by default, as the Processor API's store builder has it).
 //
 //	BENCH_ROWS=100000 go test -run '^$' -bench KafkaStreamsPeer -benchtime 1x ./test/integration/
 func BenchmarkKafkaStreamsPeer(b *testing.B) {
@@ -221,7 +219,7 @@ func (p *peerProcess) runUntilCommitted(from, total int64) peerRun {
 	b.Helper()
 	path, args := p.args()
 	cmd := exec.Command(path, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	setDeathSignal(cmd)
 	logf, err := os.OpenFile(p.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		b.Fatal(err)
