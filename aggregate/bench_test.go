@@ -5,12 +5,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 
 	"github.com/txstream/txstream/pipeline"
 	"github.com/txstream/txstream/synth"
@@ -54,6 +58,30 @@ func benchRows(tb testing.TB, n int) [][]byte {
 	return benchLines[:n]
 }
 
+// benchTune: BENCH_TUNE picks Pebble settings to compare with the
+// consumer's (pipeline.OpenStore's): l0-4 (Pebble's default L0 compaction
+// threshold, the consumer's before issue 14), l0-16, nocomp-l0 (no block
+// compression in L0 to L2), mem32 (a 32 MiB memtable).
+func benchTune() func(*pebble.Options) {
+	switch os.Getenv("BENCH_TUNE") {
+	case "l0-4":
+		return func(o *pebble.Options) { o.L0CompactionThreshold, o.L0StopWritesThreshold = 4, 12 }
+	case "l0-16":
+		return func(o *pebble.Options) {
+			o.L0CompactionThreshold, o.L0CompactionFileThreshold, o.L0StopWritesThreshold = 16, 64, 32
+		}
+	case "nocomp-l0":
+		return func(o *pebble.Options) {
+			for i := range 3 {
+				o.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+			}
+		}
+	case "mem32":
+		return func(o *pebble.Options) { o.MemTableSize = 32 << 20 }
+	}
+	return nil
+}
+
 // processCPU is the user+sys CPU time of this process so far.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
@@ -92,7 +120,7 @@ func BenchmarkProcess(b *testing.B) {
 			// its partitions share.
 			cache := pipeline.NewCache(64 << 20)
 			defer cache.Unref()
-			st, err := pipeline.OpenStore(filepath.Join(b.TempDir(), "s"), pipeline.StoreOptions{Cache: cache})
+			st, err := pipeline.OpenStore(filepath.Join(b.TempDir(), "s"), pipeline.StoreOptions{Cache: cache, Tune: benchTune()})
 			if err != nil {
 				b.Fatal(err)
 			}
