@@ -105,7 +105,18 @@ func (m *churnMember) logs() string {
 //
 // TXSTREAM_CHURN_SEED=<n> replays a schedule; TXSTREAM_CHURN_LOGS=<dir>
 // keeps every member's log there (m1.log, ...).
-func TestGroupChurnExactlyOnce(t *testing.T) {
+func TestGroupChurnExactlyOnce(t *testing.T) { groupChurn(t, nil) }
+
+// TestGroupChurnExactlyOnceChangelog is TestGroupChurnExactlyOnce in
+// changelog mode: partitions move between members with their state as a
+// base plus change-log segments (a base every 4 snapshots, no size rule),
+// and every member that receives a partition writes a base of its own.
+func TestGroupChurnExactlyOnceChangelog(t *testing.T) {
+	groupChurn(t, []string{"--checkpoint-mode", "changelog", "--changelog-base-every", "4", "--changelog-max-ratio", "0"})
+}
+
+// groupChurn runs the churn schedule with the members' extra arguments.
+func groupChurn(t *testing.T, mode []string) {
 	bins := buildBinaries(t)
 	began := time.Now()
 	rows := churnRate * int(churnInputFor/time.Second)
@@ -126,6 +137,7 @@ func TestGroupChurnExactlyOnce(t *testing.T) {
 
 	extra := []string{"--session-timeout", churnSessionTimeout.String(), "--rebalance-timeout", "15s",
 		"--transaction-timeout", churnTxnTimeout.String(), "--exit-when-idle", churnIdleExit.String()}
+	extra = append(extra, mode...)
 	members := make([]*churnMember, churnMembers)
 	for i := range members {
 		id := fmt.Sprintf("m%d", i+1)
@@ -351,12 +363,20 @@ func TestGroupChurnExactlyOnce(t *testing.T) {
 		exited(m, "when idle")
 	}
 	t.Logf("all members ended %v after the input started", time.Since(inputStart).Round(time.Millisecond))
+	segRestores := 0
 	for _, m := range members {
 		starts := len(m.procs)
 		l := m.logs()
+		segRestores += strings.Count(l, ` change-log segments","commit_point_from"`)
 		t.Logf("member %s: %d processes, %d attempt restarts, %d aborted epochs, %d partitions lost, %d partitions recovered",
 			m.id, starts, strings.Count(l, ` -> RESTARTING"`),
 			strings.Count(l, `"msg":"epoch aborted`), strings.Count(l, `"msg":"partitions lost"`), strings.Count(l, `"msg":"partition recovered"`))
+	}
+	if slices.Contains(mode, "changelog") {
+		t.Logf("%d partition recoveries restored change-log segments", segRestores)
+		if segRestores == 0 {
+			t.Error("no recovery restored change-log segments: the test does not exercise them")
+		}
 	}
 	// Each zombie must notice at once that it is out of the group (its
 	// first heartbeat or commit says so) and come back as a member: never
