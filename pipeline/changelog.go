@@ -1,10 +1,18 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 
 	"github.com/txstream/txstream/checkpoint"
@@ -247,58 +255,138 @@ func (e *Engine) changelogDone(ps *partState, r snapResult) {
 // matches checkpoint.ErrCorrupt (the caller plans again without it and
 // the rest of its chain).
 func (e *Engine) applySegments(ctx context.Context, pl Plan, store *Store) (int, error) {
-	for i, sc := range pl.Segments {
-		g := checkpoint.Segment{Topic: e.cfg.Topic, Partition: pl.Partition, Base: pl.Snapshot.ID, Seq: sc.Seq, First: sc.First, Last: sc.Last}
-		d, err := e.ckpt.ReadSegment(ctx, g)
-		if err != nil {
-			return i, err
-		}
-		if err := applySegment(store, d); err != nil {
-			return i, err
-		}
-	}
-	return len(pl.Segments), nil
+	return applyChain(ctx, store, len(pl.Segments), func(i int) (*checkpoint.SegmentData, error) {
+		sc := pl.Segments[i]
+		return e.ckpt.ReadSegment(ctx, checkpoint.Segment{Topic: e.cfg.Topic, Partition: pl.Partition, Base: pl.Snapshot.ID,
+			Seq: sc.Seq, First: sc.First, Last: sc.Last})
+	})
 }
 
-// applyBatchBytes is the size at which applySegment commits a batch (at
-// the next epoch end). A batch larger than half the memtable becomes a
-// flushable batch that Pebble flushes to L0 on its own, which made
-// applying a 10 MB segment cost ~0.7 s; batches this size go through the
-// memtable like the engine's epochs.
-const applyBatchBytes = 1 << 20
+// ingestGroupBytes bounds the segments a restore holds in memory at once:
+// they are merged into one sorted table and ingested together.
+const ingestGroupBytes = 64 << 20
 
-// applySegment writes one verified segment's changes into the store, one
-// batch per epoch (or per several small epochs), each with the offset
-// its epochs reach, as the engine applied them.
-func applySegment(store *Store, d *checkpoint.SegmentData) error {
+// applyChain applies n segments, read in order by read, to store. Groups
+// of segments (up to ingestGroupBytes) are merged — the last change of
+// each key wins, as if the epochs were applied one by one — into one
+// sorted table that Pebble ingests above everything the store holds,
+// then the group's last position is written. Ingesting skips the
+// memtable, the WAL and the flush that writing the same changes as
+// batches costs: about half the time for 600k changes on 1M keys, side
+// by side. A segment that cannot be read
+// or does not verify ends the chain after the ones before it were
+// applied; its error is returned with how many were.
+func applyChain(ctx context.Context, store *Store, n int, read func(i int) (*checkpoint.SegmentData, error)) (int, error) {
+	applied := 0
+	for applied < n {
+		var group []*checkpoint.SegmentData
+		var readErr error
+		size := int64(0)
+		for applied+len(group) < n && size < ingestGroupBytes {
+			d, err := read(applied + len(group))
+			if err != nil {
+				readErr = err
+				break
+			}
+			group = append(group, d)
+			size += d.Size
+		}
+		if len(group) > 0 {
+			if err := ingestSegments(ctx, store, group); err != nil {
+				return applied, err
+			}
+			applied += len(group)
+		}
+		if readErr != nil {
+			return applied, readErr
+		}
+	}
+	return applied, nil
+}
+
+type change struct {
+	key, val []byte
+	ord      int32 // order of application within the group
+	del      bool
+}
+
+// ingestSegments merges verified segments (in chain order) into one
+// table, ingests it and records the last segment's position.
+func ingestSegments(ctx context.Context, store *Store, group []*checkpoint.SegmentData) error {
+	last := group[len(group)-1]
+	var chs []change
+	for _, d := range group {
+		err := d.Each(func(kind byte, key, value []byte, _ int64) error {
+			switch kind {
+			case checkpoint.ChangeSet:
+				chs = append(chs, change{key: key, val: value, ord: int32(len(chs))})
+			case checkpoint.ChangeDelete:
+				chs = append(chs, change{key: key, del: true, ord: int32(len(chs))})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
+		}
+	}
+	if len(chs) > 0 {
+		// Of equal keys the one applied last sorts last.
+		slices.SortFunc(chs, func(a, b change) int {
+			if c := bytes.Compare(a.key, b.key); c != 0 {
+				return c
+			}
+			return int(a.ord - b.ord)
+		})
+		path := store.dir + ".ingest-" + strconv.FormatInt(last.Seq, 10) + ".sst"
+		if err := writeTable(store, path, chs); err != nil {
+			_ = os.Remove(path)
+			return fmt.Errorf("segments %d..%d of base %s: %w", group[0].Seq, last.Seq, last.Base, err)
+		}
+		err := store.db.Ingest(ctx, []string{path})
+		_ = os.Remove(path) // ingested: linked or copied into the store
+		if err != nil {
+			return fmt.Errorf("ingesting segments %d..%d of base %s into state store %s: %w", group[0].Seq, last.Seq, last.Base, store.dir, err)
+		}
+	}
 	b := store.db.NewBatch()
-	defer func() { b.Close() }()
-	commit := func(pos int64) error {
-		if err := b.Set(offsetKey, offsetBytes(pos), nil); err != nil {
+	defer b.Close()
+	if err := b.Set(offsetKey, offsetBytes(last.Last), nil); err != nil {
+		return err
+	}
+	if err := store.db.Apply(b, pebble.NoSync); err != nil {
+		return fmt.Errorf("state store %s: %w", store.dir, err)
+	}
+	return nil
+}
+
+// writeTable writes chs (sorted by key; of equal keys the last wins) as
+// a table the store can ingest: its table format, bloom filters like its
+// own tables.
+func writeTable(store *Store, path string, chs []change) error {
+	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), sstable.WriterOptions{
+		TableFormat:  store.db.TableFormat(),
+		FilterPolicy: bloom.FilterPolicy(10),
+		FilterType:   pebble.TableFilter,
+	})
+	for i, c := range chs {
+		if i+1 < len(chs) && bytes.Equal(chs[i+1].key, c.key) {
+			continue // a later change of the same key wins
+		}
+		if c.del {
+			err = w.Delete(c.key)
+		} else {
+			err = w.Set(c.key, c.val)
+		}
+		if err != nil {
+			_ = w.Close()
 			return err
 		}
-		if err := store.db.Apply(b, pebble.NoSync); err != nil {
-			return fmt.Errorf("applying segment %d of base %s to state store %s: %w", d.Seq, d.Base, store.dir, err)
-		}
-		b.Reset()
-		return nil
 	}
-	err := d.Each(func(kind byte, key, value []byte, pos int64) error {
-		switch kind {
-		case checkpoint.ChangeSet:
-			return b.Set(key, value, nil)
-		case checkpoint.ChangeDelete:
-			return b.Delete(key, nil)
-		}
-		if b.Len() >= applyBatchBytes {
-			return commit(pos)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
-	}
-	return commit(d.Last) // the rest, and the segment's last position
+	return w.Close()
 }
 
 func offsetBytes(off int64) []byte {
@@ -350,19 +438,17 @@ func ApplyChangelog(ctx context.Context, ck checkpoint.Storage, st *Store, m che
 	if err != nil {
 		return 0, m.Offset, err
 	}
-	reach, n := m.Offset, 0
-	for _, g := range checkpoint.Chain(m.Offset, segs) {
+	chain := checkpoint.Chain(m.Offset, segs)
+	for i, g := range chain {
 		if g.Last > maxOffset {
+			chain = chain[:i]
 			break
 		}
-		d, err := ck.ReadSegment(ctx, g)
-		if err != nil {
-			return n, reach, err
-		}
-		if err := applySegment(st, d); err != nil {
-			return n, reach, err
-		}
-		reach, n = g.Last, n+1
 	}
-	return n, reach, nil
+	n, err := applyChain(ctx, st, len(chain), func(i int) (*checkpoint.SegmentData, error) { return ck.ReadSegment(ctx, chain[i]) })
+	reach := m.Offset
+	if n > 0 {
+		reach = chain[n-1].Last
+	}
+	return n, reach, err
 }
