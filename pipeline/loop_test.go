@@ -147,7 +147,15 @@ func (r *loopRig) verify() {
 	ids := map[string]int{}
 	dlq := map[string]int{}
 	wrong := 0
+	// Read until every expected record has arrived (a loaded machine may
+	// take seconds to deliver the first fetch) or 60 s have passed, then
+	// until two polls in a row bring nothing (duplicates would come late).
+	wantDLQ := r.exp.Bad + r.exp.Conflicts
+	deadline := time.Now().Add(60 * time.Second)
 	for quiet := 0; quiet < 2; {
+		if (len(ids) < r.exp.Valid || len(dlq) < wantDLQ) && time.Now().Before(deadline) {
+			quiet = 0
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		fs := cl.PollFetches(ctx)
 		cancel()
@@ -199,6 +207,21 @@ func (r *loopRig) verify() {
 	}
 	if len(ids) != r.exp.Valid || twice > 0 || wrong > 0 {
 		t.Errorf("output: %d of %d transactions, %d more than once, %d with a wrong running aggregate", len(ids), r.exp.Valid, twice, wrong)
+		// A transaction left open holds read_committed readers at the
+		// last stable offset: show it beside the end of each partition.
+		adm := kadm.NewClient(cl)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		lso, err1 := adm.ListCommittedOffsets(ctx, "out", "dlq")
+		end, err2 := adm.ListEndOffsets(ctx, "out", "dlq")
+		if err1 == nil && err2 == nil {
+			lso.Each(func(o kadm.ListedOffset) {
+				e, _ := end.Lookup(o.Topic, o.Partition)
+				t.Logf("%s/%d: last stable offset %d, end offset %d", o.Topic, o.Partition, o.Offset, e.Offset)
+			})
+		} else {
+			t.Logf("listing offsets: %v %v", err1, err2)
+		}
 	}
 	dup := 0
 	for _, n := range dlq {
@@ -206,8 +229,8 @@ func (r *loopRig) verify() {
 			dup++
 		}
 	}
-	if want := r.exp.Bad + r.exp.Conflicts; len(dlq) != want || dup > 0 {
-		t.Errorf("dead letters: %d distinct sources (%d repeated), want %d once each", len(dlq), dup, want)
+	if len(dlq) != wantDLQ || dup > 0 {
+		t.Errorf("dead letters: %d distinct sources (%d repeated), want %d once each", len(dlq), dup, wantDLQ)
 	}
 }
 
