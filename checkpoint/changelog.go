@@ -15,8 +15,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"go.uber.org/zap"
 
 	"github.com/txstream/txstream/faults"
@@ -36,8 +38,9 @@ import (
 //
 //	"TXCLSEG1"                 magic and format version (8 bytes)
 //	u32 big endian             length H of the header (at most 64 KiB)
-//	H bytes                    header, JSON: topic, partition, base, seq, first, last, epochs, changes, created_at
-//	body                       records: 'S' uvarint(len k) k uvarint(len v) v   a key set
+//	H bytes                    header, JSON: topic, partition, base, seq, first, last, epochs, changes, created_at,
+//	                           compression ("zstd" or absent), body_bytes (the body's size uncompressed)
+//	body                       zstd-compressed (or not), the records: 'S' uvarint(len k) k uvarint(len v) v   a key set
 //	                                    'D' uvarint(len k) k                     a key deleted
 //	                                    'E' uvarint(position)                    end of an epoch: the changes
 //	                                                                             before it bring the state to position
@@ -52,7 +55,28 @@ const (
 	segmentSuffix  = ".seg"
 	maxSegHeader   = 64 << 10
 	maxSegmentSize = 256 << 20
+	maxBodyBytes   = 256 << 20 // uncompressed
+	compressZstd   = "zstd"
 )
+
+var (
+	zstdOnce sync.Once
+	zstdEnc  *zstd.Encoder
+	zstdDec  *zstd.Decoder
+	zstdErr  error
+)
+
+// zstdCodec returns the shared encoder and decoder (EncodeAll and
+// DecodeAll are safe for concurrent use).
+func zstdCodec() (*zstd.Encoder, *zstd.Decoder, error) {
+	zstdOnce.Do(func() {
+		if zstdEnc, zstdErr = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); zstdErr != nil {
+			return
+		}
+		zstdDec, zstdErr = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBodyBytes))
+	})
+	return zstdEnc, zstdDec, zstdErr
+}
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -75,6 +99,10 @@ type Segment struct {
 	Epochs    int       `json:"epochs"`
 	Changes   int       `json:"changes"`
 	CreatedAt time.Time `json:"created_at"`
+	// Compression of the body ("zstd", or "" for none) and its size
+	// uncompressed.
+	Compression string `json:"compression,omitempty"`
+	BodyBytes   int64  `json:"body_bytes"`
 	// Size (bytes stored) and Path (relative to the storage location) are
 	// filled by Segments; Epochs, Changes and CreatedAt only by a read.
 	Size int64  `json:"-"`
@@ -201,11 +229,13 @@ func (b *ChangeBuffer) Reset() {
 	b.epochs, b.changes, b.last = 0, 0, 0
 }
 
-// EncodeSegment encodes the epochs of body as segment seg (seg.Epochs,
-// Changes and Last are taken from body; CreatedAt is set when zero).
-// body must hold at least one ended epoch and only ended epochs.
+// EncodeSegment encodes the epochs of body as segment seg, its body
+// compressed with zstd (seg.Epochs, Changes, Last, Compression and
+// BodyBytes are taken from body; CreatedAt is set when zero). body must
+// hold at least one ended epoch and only ended epochs; it is only read.
 func EncodeSegment(seg Segment, body *ChangeBuffer) ([]byte, Segment, error) {
 	seg.Epochs, seg.Changes, seg.Last = body.epochs, body.changes, body.last
+	seg.Compression, seg.BodyBytes = compressZstd, int64(len(body.buf))
 	if seg.CreatedAt.IsZero() {
 		seg.CreatedAt = time.Now().UTC()
 	}
@@ -219,11 +249,15 @@ func EncodeSegment(seg Segment, body *ChangeBuffer) ([]byte, Segment, error) {
 	if err != nil {
 		return nil, seg, err
 	}
-	out := make([]byte, 0, len(segmentMagic)+4+len(h)+len(body.buf)+4)
+	enc, _, err := zstdCodec()
+	if err != nil {
+		return nil, seg, fmt.Errorf("checkpoint: encode segment: %w", err)
+	}
+	out := make([]byte, 0, len(segmentMagic)+4+len(h)+len(body.buf)/2+4)
 	out = append(out, segmentMagic...)
 	out = binary.BigEndian.AppendUint32(out, uint32(len(h)))
 	out = append(out, h...)
-	out = append(out, body.buf...)
+	out = enc.EncodeAll(body.buf, out)
 	out = binary.BigEndian.AppendUint32(out, crc32.Checksum(out, crcTable))
 	if len(out) > maxSegmentSize {
 		return nil, seg, fmt.Errorf("checkpoint: encode segment: %d bytes, more than %d", len(out), maxSegmentSize)
@@ -278,6 +312,27 @@ func DecodeSegment(data []byte) (*SegmentData, error) {
 		return nil, bad("header: %v", err)
 	}
 	sd.body = data[p+hl : n]
+	switch sd.Compression {
+	case "":
+		if sd.BodyBytes != int64(len(sd.body)) {
+			return nil, bad("body has %d bytes, header says %d", len(sd.body), sd.BodyBytes)
+		}
+	case compressZstd:
+		if sd.BodyBytes < 0 || sd.BodyBytes > maxBodyBytes {
+			return nil, bad("uncompressed body size %d out of bounds", sd.BodyBytes)
+		}
+		_, dec, err := zstdCodec()
+		if err != nil {
+			return nil, err
+		}
+		raw, err := dec.DecodeAll(sd.body, nil)
+		if err != nil || int64(len(raw)) != sd.BodyBytes {
+			return nil, bad("body does not decompress to %d bytes (%d, %v)", sd.BodyBytes, len(raw), err)
+		}
+		sd.body = raw
+	default:
+		return nil, bad("unknown compression %q", sd.Compression)
+	}
 	sd.Size = int64(len(data))
 	epochs, changes, last := 0, 0, sd.First
 	err := walkBody(sd.body, func(kind byte, _, _ []byte, pos int64) error {

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -74,12 +75,33 @@ func TestSegmentEncoding(t *testing.T) {
 		}
 	}
 	// A well-formed checksum over a damaged structure (a writer bug, not
-	// bit rot) is refused too: the body ends inside an epoch.
-	raw := data[:len(data)-4]
-	raw = raw[:len(raw)-2] // drop the last epoch end ('E', one uvarint byte)
-	raw = binary.BigEndian.AppendUint32(raw, crc32c(raw))
-	if _, err := DecodeSegment(raw); !errors.Is(err, ErrCorrupt) {
+	// bit rot) is refused too: an uncompressed body that ends inside an
+	// epoch, or that does not match the header's counts.
+	body := segBody(100, 3)
+	plain := func(g Segment, b []byte) []byte {
+		g.Compression, g.BodyBytes = "", int64(len(b))
+		h, _ := json.Marshal(g)
+		out := append([]byte(segmentMagic), binary.BigEndian.AppendUint32(nil, uint32(len(h)))...)
+		out = append(append(out, h...), b...)
+		return binary.BigEndian.AppendUint32(out, crc32c(out))
+	}
+	if _, err := DecodeSegment(plain(g, body.buf)); err != nil {
+		t.Fatalf("uncompressed segment: %v", err)
+	}
+	if _, err := DecodeSegment(plain(g, body.buf[:len(body.buf)-2])); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("body without its epoch end: %v", err)
+	}
+	g2 := g
+	g2.Changes++
+	if _, err := DecodeSegment(plain(g2, body.buf)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("counts that do not match the body: %v", err)
+	}
+	if g.Compression != "zstd" || g.BodyBytes != int64(len(body.buf)) {
+		t.Fatalf("segment %+v: want a zstd body of %d bytes", g, len(body.buf))
+	}
+	big := segBody(100, 2000)
+	if _, bg := encodeSeg(t, "b", 1, 100, big); bg.Size*2 > int64(big.Len()) {
+		t.Fatalf("a %d-byte body was stored in %d bytes: not compressed", big.Len(), bg.Size)
 	}
 	if _, _, err := EncodeSegment(Segment{Topic: "t", Base: "b", Seq: 1}, &ChangeBuffer{}); err == nil {
 		t.Fatal("an empty segment was encoded")

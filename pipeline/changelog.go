@@ -58,10 +58,8 @@ type changelog struct {
 	valid bool
 	// cur holds the changes not handed to the publisher yet.
 	cur checkpoint.ChangeBuffer
-	// A segment in flight: its changes (given back to cur if it fails)
-	// and its encoded size.
-	sent     *checkpoint.ChangeBuffer
-	sentSize int
+	// A segment in flight: its changes (given back to cur if it fails).
+	sent *checkpoint.ChangeBuffer
 	// A base in flight: the changes before its checkpoint (pre: given
 	// back to cur if it fails and the old chain is valid) and whether cur
 	// continues it (false once changes were dropped).
@@ -127,9 +125,9 @@ func (e *Engine) recordDeletes(ps *partState, keys [][]byte) {
 // the next snapshot is then a base.
 func (e *Engine) boundChangelog(ps *partState) {
 	c := ps.clog
-	n := c.cur.Len() + c.sentSize
+	n := c.cur.Len()
 	if c.sent != nil {
-		n += c.sent.Len()
+		n += c.sent.Len() + c.sent.Len()/2 // and its encoding, in the publisher
 	}
 	if c.pre != nil {
 		n += c.pre.Len()
@@ -180,20 +178,15 @@ func (e *Engine) snapshotSegment(ps *partState) (ok bool) {
 		ps.dirty = false
 		return true
 	}
-	t0 := e.now()
-	data, g, err := checkpoint.EncodeSegment(checkpoint.Segment{Topic: e.cfg.Topic, Partition: ps.p, Base: c.base, Seq: c.seq + 1, First: c.last}, &c.cur)
-	if err != nil {
-		e.log.Warn("encoding a change-log segment failed; the next snapshot is a base", zap.Int32("partition", ps.p), zap.Error(err))
-		c.valid = false
-		c.cur = checkpoint.ChangeBuffer{}
-		return false
-	}
+	// The publisher encodes (compresses) and writes it: the buffer is
+	// not touched here until the result comes back.
 	sent := c.cur
-	c.sent, c.sentSize = &sent, len(data)
+	c.sent = &sent
 	c.cur = checkpoint.ChangeBuffer{}
 	ps.dirty = false
 	ps.snapInFlight = true
-	e.snaps.jobs <- snapJob{p: ps.p, ps: ps, offset: g.Last, trigger: t0, segment: data, seg: g}
+	e.snaps.jobs <- snapJob{p: ps.p, ps: ps, offset: sent.Last(), trigger: e.now(), segment: &sent,
+		seg: checkpoint.Segment{Topic: e.cfg.Topic, Partition: ps.p, Base: c.base, Seq: c.seq + 1, First: c.last}}
 	return true
 }
 
@@ -219,7 +212,7 @@ func (e *Engine) changelogDone(ps *partState, r snapResult) {
 	}
 	switch {
 	case r.job.segment != nil && r.err == nil:
-		c.sent, c.sentSize = nil, 0
+		c.sent = nil
 		c.seq, c.last = r.seg.Seq, r.seg.Last
 		c.sinceBase++
 		c.logBytes += r.seg.Size
@@ -228,7 +221,7 @@ func (e *Engine) changelogDone(ps *partState, r snapResult) {
 			c.sent.Append(&c.cur)
 			c.cur = *c.sent
 		}
-		c.sent, c.sentSize = nil, 0
+		c.sent = nil
 	case r.err == nil: // a base
 		c.base, c.seq, c.last = r.meta.ID, 0, r.meta.Offset
 		c.sinceBase, c.logBytes = 0, 0

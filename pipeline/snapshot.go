@@ -40,9 +40,10 @@ type snapJob struct {
 	staging string
 	trigger time.Time
 	pause   time.Duration
-	// segment, when set, is a change-log segment (seg) to append instead
-	// of a checkpoint to publish.
-	segment []byte
+	// segment, when set, holds the changes of a change-log segment (seg:
+	// its header) to encode and append instead of a checkpoint to
+	// publish. The publisher only reads it.
+	segment *checkpoint.ChangeBuffer
 	seg     checkpoint.Segment
 }
 
@@ -216,9 +217,12 @@ func (e *Engine) publisher() {
 	defer e.snaps.wg.Done()
 	for j := range e.snaps.jobs {
 		if j.segment != nil {
-			g, err := e.ckpt.AppendSegment(context.Background(), j.segment)
+			data, g, err := checkpoint.EncodeSegment(j.seg, j.segment)
+			if err == nil {
+				g, err = e.ckpt.AppendSegment(context.Background(), data)
+			}
 			e.snaps.results <- snapResult{job: j, seg: g, stats: checkpoint.PublishStats{Files: 1, FilesCopied: 1,
-				BytesWritten: int64(len(j.segment)), TotalBytes: int64(len(j.segment))}, err: err}
+				BytesWritten: int64(len(data)), TotalBytes: int64(len(data))}, err: err}
 			continue
 		}
 		src := checkpoint.Source{Topic: e.cfg.Topic, Partition: j.p, TopicID: e.topicID, ClusterID: e.clusterID}
