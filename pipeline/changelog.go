@@ -53,7 +53,7 @@ type changelog struct {
 	seq       int64 // sequence of the last durable segment
 	last      int64 // position the durable chain reaches
 	sinceBase int   // segments since the base
-	logBytes  int64 // their bytes
+	logBytes  int64 // their bytes, uncompressed
 	// valid: a durable chain exists and cur continues it from last.
 	valid bool
 	// cur holds the changes not handed to the publisher yet.
@@ -215,7 +215,7 @@ func (e *Engine) changelogDone(ps *partState, r snapResult) {
 		c.sent = nil
 		c.seq, c.last = r.seg.Seq, r.seg.Last
 		c.sinceBase++
-		c.logBytes += r.seg.Size
+		c.logBytes += r.seg.BodyBytes // what a restore applies
 	case r.job.segment != nil:
 		if c.valid && c.sent != nil {
 			c.sent.Append(&c.cur)
@@ -255,9 +255,10 @@ func (e *Engine) applySegments(ctx context.Context, pl Plan, store *Store) (int,
 	})
 }
 
-// ingestGroupBytes bounds the segments a restore holds in memory at once:
-// they are merged into one sorted table and ingested together.
-const ingestGroupBytes = 64 << 20
+// ingestGroupBytes bounds the segments (uncompressed) a restore holds in
+// memory at once: they are merged into one sorted table and ingested
+// together.
+const ingestGroupBytes = 32 << 20
 
 // applyChain applies n segments, read in order by read, to store. Groups
 // of segments (up to ingestGroupBytes) are merged — the last change of
@@ -282,7 +283,7 @@ func applyChain(ctx context.Context, store *Store, n int, read func(i int) (*che
 				break
 			}
 			group = append(group, d)
-			size += d.Size
+			size += int64(d.BodyBytes)
 		}
 		if len(group) > 0 {
 			if err := ingestSegments(ctx, store, group); err != nil {

@@ -1,0 +1,326 @@
+package integration
+
+// BenchmarkCheckpointChangelog: full vs incremental vs changelog
+// snapshots of one partition store over a whole base cycle. See
+// docs/BENCHMARKS.md, "Checkpoints: changelog mode".
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/txstream/txstream/aggregate"
+	"github.com/txstream/txstream/checkpoint"
+	"github.com/txstream/txstream/pipeline"
+)
+
+// ckcBaseEvery is the changelog mode's base cadence in this benchmark
+// (the consumer's default): rounds 1..ckcBaseEvery-1 write segments,
+// round ckcBaseEvery a base, so a run covers one whole base cycle.
+const ckcBaseEvery = pipeline.DefaultChangelogBaseEvery
+
+// BenchmarkCheckpointChangelog drives the three modes side by side on
+// identical input, like BenchmarkCheckpoint: a store of N accounts (the
+// same build), a first snapshot, then ckcBaseEvery rounds in which 10% of
+// the accounts receive one transaction each (epoch batches of 10k, as the
+// engine applies them) followed by a snapshot in every mode from the same
+// Pebble checkpoint. Changelog mode records each epoch's puts (the
+// aggregate and the dedup entry of each transaction) as the engine does
+// and appends them as one segment per round; its base is written at
+// round 0 and at round ckcBaseEvery, or earlier if the log since the base
+// passes pipeline.DefaultChangelogMaxRatio of the store (the engine's
+// rule). Retention is 3 everywhere (bases in changelog mode), no GC grace.
+//
+// Reported per mode: bytes written per snapshot over rounds
+// 1..ckcBaseEvery (the base included: the amortised cost), time until
+// durable, directory size at the end, and the restore of the newest
+// recovery point just before the closing base (changelog: the base plus
+// ckcBaseEvery-1 segments, the longest chain; the others: the latest
+// snapshot), including opening the store.
+//
+//	BENCH_CHECKPOINT_SIZES=1M go test -run '^$' -bench CheckpointChangelog -benchtime 1x ./test/integration/
+func BenchmarkCheckpointChangelog(b *testing.B) {
+	root := os.Getenv("BENCH_CHECKPOINT_DIR")
+	if root == "" {
+		root = b.TempDir()
+	} else {
+		var err error
+		if root, err = os.MkdirTemp(root, "ckc-"); err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(root)
+	}
+	frac := ckbUpdateFrac
+	if v := os.Getenv("BENCH_CHECKPOINT_UPDATE"); v != "" {
+		p, err := strconv.ParseFloat(v, 64)
+		if err != nil || p <= 0 || p > 100 {
+			b.Fatalf("BENCH_CHECKPOINT_UPDATE=%q: want a percentage", v)
+		}
+		frac = p / 100
+	}
+	for _, size := range ckbSizes(b) {
+		b.Run(size.label, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				ckcRun(b, root, size.accounts, frac)
+			}
+		})
+	}
+}
+
+type ckcMode struct {
+	name      string
+	bytes     []int64 // per round 1..N
+	durableMs []float64
+	dir       int64
+	restoreMs float64
+	segments  int // changelog: segments the restore applied
+	last      checkpoint.Meta
+}
+
+func ckcRun(b *testing.B, root string, accounts int, frac float64) {
+	b.StopTimer()
+	v := ckbVariant{Name: "production"}
+	base := ckbBuild(b, root, nil, accounts, v)
+	b.StartTimer()
+	run, err := os.MkdirTemp(root, "run-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(run)
+	live := filepath.Join(run, "live")
+	if err := ckbClone(base.dir, live); err != nil {
+		b.Fatal(err)
+	}
+	st, err := pipeline.OpenStore(live, pipeline.StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { st.Close() }()
+	db := st.DB()
+	ctx := context.Background()
+	open := func(name string, mode checkpoint.Mode) *checkpoint.Store {
+		s, err := checkpoint.Open(filepath.Join(run, name), checkpoint.Options{Mode: mode, Retain: ckbRetain, Grace: -1, Logger: zap.NewNop()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	stores := []*checkpoint.Store{open("ck-full", checkpoint.ModeFull), open("ck-incr", checkpoint.ModeIncremental), open("ck-clog", checkpoint.ModeChangelog)}
+	modes := []*ckcMode{{name: "full"}, {name: "incremental"}, {name: "changelog"}}
+	g := &ckbState{accounts: accounts, width: len(strconv.Itoa(accounts)), next: base.next, txid: base.txid,
+		now: time.Unix(1_790_000_000, 0).UTC()}
+	job := map[string]string{"operator": aggregate.Name}
+
+	// The changelog mode's chain, as the engine keeps it.
+	var (
+		cur       checkpoint.ChangeBuffer
+		clogBase  checkpoint.Meta
+		seq       int64
+		chainLast int64
+		logBytes  int64
+	)
+	seqN := 0
+	checkpointNow := func() (string, time.Duration) {
+		seqN++
+		staging := filepath.Join(run, "staging", strconv.Itoa(seqN))
+		if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
+			b.Fatal(err)
+		}
+		if ch, err := st.PrepareCheckpoint(pipeline.CheckpointFlushMin); err != nil {
+			b.Fatal(err)
+		} else if ch != nil {
+			<-ch
+		}
+		t0 := time.Now()
+		if err := st.Checkpoint(staging); err != nil {
+			b.Fatal(err)
+		}
+		return staging, time.Since(t0)
+	}
+	// snapshot publishes round's recovery point in every mode.
+	snapshot := func(round int) {
+		var staging string
+		var pause time.Duration
+		needBase := round == 0 || seq+1 >= ckcBaseEvery ||
+			float64(logBytes+int64(cur.Len())) > pipeline.DefaultChangelogMaxRatio*float64(st.Size())
+		staging, pause = checkpointNow()
+		for i, s := range stores[:2] {
+			m, ps, err := s.Publish(ctx, ckbTopic, 0, g.next, staging, job)
+			if err != nil {
+				b.Fatal(err)
+			}
+			modes[i].last = m
+			if round > 0 {
+				modes[i].bytes = append(modes[i].bytes, ps.BytesWritten)
+				modes[i].durableMs = append(modes[i].durableMs, ckbMs(pause+ps.Duration))
+			}
+		}
+		cm := modes[2]
+		t0 := time.Now()
+		var written int64
+		if needBase {
+			m, ps, err := stores[2].Publish(ctx, ckbTopic, 0, g.next, staging, job)
+			if err != nil {
+				b.Fatal(err)
+			}
+			clogBase, seq, chainLast, logBytes = m, 0, m.Offset, 0
+			cur.Reset()
+			written = ps.BytesWritten
+			cm.last = m
+		} else {
+			// No Pebble checkpoint in this mode: the pause is encoding
+			// nothing (the changes were encoded as the epochs were
+			// applied); the publisher writes the segment.
+			data, gs, err := checkpoint.EncodeSegment(checkpoint.Segment{Topic: ckbTopic, Partition: 0, Base: clogBase.ID, Seq: seq + 1, First: chainLast}, &cur)
+			if err != nil {
+				b.Fatal(err)
+			}
+			gs, err = stores[2].AppendSegment(ctx, data)
+			if err != nil {
+				b.Fatal(err)
+			}
+			seq, chainLast = gs.Seq, gs.Last
+			logBytes += gs.BodyBytes
+			written = gs.Size
+			cur.Reset()
+		}
+		if round > 0 {
+			cm.bytes = append(cm.bytes, written)
+			d := time.Since(t0)
+			if needBase {
+				d += pause
+			}
+			cm.durableMs = append(cm.durableMs, ckbMs(d))
+		}
+		if err := os.RemoveAll(staging); err != nil {
+			b.Fatal(err)
+		}
+	}
+	restore := func(i int, s *checkpoint.Store) {
+		dst := filepath.Join(run, "restore-"+modes[i].name)
+		t0 := time.Now()
+		m, err := s.Restore(ctx, ckbTopic, 0, math.MaxInt64, dst)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tr := time.Since(t0)
+		rs, err := pipeline.OpenStore(dst, pipeline.StoreOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		to := time.Since(t0)
+		reached := m.Offset
+		if s.Mode() == checkpoint.ModeChangelog {
+			if modes[i].segments, reached, err = pipeline.ApplyChangelog(ctx, s, rs, m, math.MaxInt64); err != nil {
+				b.Fatal(err)
+			}
+		}
+		modes[i].restoreMs = ckbMs(time.Since(t0))
+		b.Logf("%s restore: files %.0f ms, open %.0f ms, segments %.0f ms", modes[i].name, ckbMs(tr), ckbMs(to-tr), modes[i].restoreMs-ckbMs(to))
+		if off, err := rs.Offset(); err != nil || off != g.next || reached != g.next {
+			b.Fatalf("%s restore reached %d (store says %d, %v), want %d", modes[i].name, reached, off, err, g.next)
+		}
+		if err := rs.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.RemoveAll(dst); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	snapshot(0)
+	perRound := int(math.Round(float64(accounts) * frac))
+	for round := 1; round <= ckcBaseEvery; round++ {
+		r := rand.New(rand.NewPCG(uint64(accounts), uint64(round)))
+		e := &ckbBatch{db: db, b: db.NewBatch()}
+		tx := g.now.Add(time.Duration(round) * 5 * time.Second)
+		commit := func() {
+			if err := e.commit(g.next); err != nil {
+				b.Fatal(err)
+			}
+			cur.EndEpoch(g.next)
+		}
+		for _, i := range r.Perm(accounts)[:perRound] {
+			acct := g.account(i)
+			g.keyBuf = aggregate.AccountKey(g.keyBuf, acct)
+			var s aggregate.AccountState
+			val, ok, err := st.Get(g.keyBuf)
+			if err != nil || !ok {
+				b.Fatalf("account %s: found=%v err=%v", acct, ok, err)
+			}
+			if err := s.Decode(val); err != nil {
+				b.Fatal(err)
+			}
+			dk := g.dedupKey(acct)
+			if err := g.apply(r, &s, tx); err != nil {
+				b.Fatal(err)
+			}
+			g.valBuf = s.Encode(g.valBuf[:0])
+			dv := g.dedupVal(r, tx)
+			if err := e.set(g.keyBuf, g.valBuf); err != nil {
+				b.Fatal(err)
+			}
+			if err := e.set(dk, dv); err != nil {
+				b.Fatal(err)
+			}
+			cur.Set(g.keyBuf, g.valBuf)
+			cur.Set(dk, dv)
+			g.next++
+			if e.n++; e.n == ckbEpoch {
+				commit()
+			}
+		}
+		commit()
+		e.b.Close()
+		if round == ckcBaseEvery {
+			// The longest chain (base + ckcBaseEvery-1 segments) and the
+			// others' latest snapshots, restored before the closing base.
+			if err := st.Close(); err != nil {
+				b.Fatal(err)
+			}
+			next := g.next
+			g.next = modes[0].last.Offset
+			for i, s := range stores {
+				restore(i, s)
+			}
+			g.next = next
+			if st, err = pipeline.OpenStore(live, pipeline.StoreOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			db = st.DB()
+		}
+		snapshot(round)
+	}
+	for i, s := range stores {
+		modes[i].dir = ckbDirBytes(s.Dir())
+	}
+	liveMB := float64(ckbDirBytes(live)) / 1e6
+	fullMB := ckbMeanI(modes[0].bytes) / 1e6
+	for _, m := range modes {
+		mb := ckbMeanI(m.bytes) / 1e6
+		b.ReportMetric(mb, m.name+"-MB/snap")
+		b.ReportMetric(float64(m.dir)/1e6, m.name+"-dir-MB")
+		b.ReportMetric(m.restoreMs, m.name+"-restore-ms")
+		b.Logf("%d accounts, live %.1f MB, %s: %.2f MB written per snapshot (%.1f%% of full; per round %s MB), durable median %.0f ms, dir %.1f MB (retention %d), restore %.0f ms (%d segments applied)",
+			accounts, liveMB, m.name, mb, 100*mb/fullMB, fmtMB(m.bytes), ckbMedian(m.durableMs), float64(m.dir)/1e6, ckbRetain, m.restoreMs, m.segments)
+	}
+}
+
+func fmtMB(xs []int64) string {
+	s := ""
+	for i, x := range xs {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%.1f", float64(x)/1e6)
+	}
+	return s
+}
