@@ -60,6 +60,16 @@ func (p *consumerProc) kill() {
 	}
 }
 
+// exited reports whether the process has exited.
+func (p *consumerProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // wait waits for the process to exit within d; it reports whether it did.
 func (p *consumerProc) wait(d time.Duration) bool {
 	select {
