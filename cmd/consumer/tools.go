@@ -113,7 +113,7 @@ func runCheckpoints(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "consumer checkpoints inspect: --partition and --key are required")
 			return 2
 		}
-		err = inspectCheckpoint(ctx, store, *topic, int32(*partition), *id, *key, stdout)
+		err = inspectCheckpoint(ctx, store, *topic, int32(*partition), *id, *key, stdout, stderr)
 	case "gc":
 		err = gcCheckpoints(ctx, store, !*apply, stdout)
 	default:
@@ -315,7 +315,7 @@ func verifyChangelog(ctx context.Context, store checkpoint.Storage, m checkpoint
 
 // inspectCheckpoint restores a snapshot into a temporary directory (which
 // verifies every checksum) and reads one account's committed aggregate.
-func inspectCheckpoint(ctx context.Context, store checkpoint.Storage, topic string, p int32, id, key string, w io.Writer) error {
+func inspectCheckpoint(ctx context.Context, store checkpoint.Storage, topic string, p int32, id, key string, w, errw io.Writer) error {
 	metas, err := store.List(topic, p)
 	if err != nil {
 		return err
@@ -359,7 +359,7 @@ func inspectCheckpoint(ctx context.Context, store checkpoint.Storage, topic stri
 	// A base: its change log brings the state to where it ends.
 	segs, offset, err := pipeline.ApplyChangelog(ctx, store, st, m, math.MaxInt64)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "consumer checkpoints inspect: the change log of %s stops at offset %d: %v\n", m.ID, offset, err)
+		fmt.Fprintf(errw, "consumer checkpoints inspect: the change log of %s stops at offset %d: %v\n", m.ID, offset, err)
 	}
 	v, ok, err := st.Get(aggregate.AccountKey(nil, key))
 	if err != nil {
