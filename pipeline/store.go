@@ -162,24 +162,18 @@ func (s *Store) readCommitted(key []byte) ([]byte, bool, error) {
 	}
 	v, ok, err := s.Get(key)
 	if ok && err == nil {
-		s.hotPut(string(key), v)
-	}
-	return v, ok, err
-}
-
-// hotPut caches a committed value, evicting an arbitrary tenth of the
-// cache when it is full.
-func (s *Store) hotPut(key string, v []byte) {
-	if len(s.hot) >= hotMax {
-		n := 0
-		for k := range s.hot {
-			delete(s.hot, k)
-			if n++; n >= hotMax/10 {
-				break
+		if len(s.hot) >= hotMax {
+			n := 0
+			for k := range s.hot { // evict an arbitrary tenth
+				delete(s.hot, k)
+				if n++; n >= hotMax/10 {
+					break
+				}
 			}
 		}
+		s.hot[string(key)] = v
 	}
-	s.hot[key] = v
+	return v, ok, err
 }
 
 // NewIter iterates over the committed state in [lower, upper) (nil: no
@@ -340,7 +334,6 @@ type entry struct {
 	val     []byte
 	deleted bool
 	dirty   bool
-	read    bool // the epoch read the key before writing it
 }
 
 func newOverlay(s *Store) *overlay { return &overlay{store: s, idx: make(map[string]int32)} }
@@ -364,7 +357,7 @@ func (o *overlay) Get(key []byte) ([]byte, bool, error) {
 	}
 	// Cache reads too: operators (the aggregator) read a key right before
 	// writing it.
-	o.add(key, entry{val: v, deleted: !ok, read: true})
+	o.add(key, entry{val: v, deleted: !ok})
 	o.bytes += len(v)
 	return v, ok, nil
 }
@@ -440,11 +433,7 @@ func (o *overlay) apply(nextOffset int64) error {
 			return err
 		}
 	}
-	// Keep cached keys current (write-through). A key the epoch read,
-	// found absent and wrote (an account's first aggregate) goes in too:
-	// it is the kind that is read again. Keys under the filter's prefix
-	// (dedup entries: probed once, written once) and keys written
-	// without a read (the dedup index) stay out.
+	// Keep cached keys current (write-through); new keys stay out.
 	for i := range o.ents {
 		e := &o.ents[i]
 		if !e.dirty {
@@ -457,8 +446,6 @@ func (o *overlay) apply(nextOffset int64) error {
 			} else {
 				o.store.hot[k] = e.val
 			}
-		} else if e.read && !e.deleted && (f == nil || !f.coversString(k)) {
-			o.store.hotPut(k, e.val)
 		}
 	}
 	o.reset()
