@@ -75,28 +75,9 @@ func (s *Store) GC(ctx context.Context, dryRun bool) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	seen := map[TopicPartition]bool{}
-	var tps []TopicPartition
-	for _, tp := range append(append(a, b...), c...) {
-		if !seen[tp] {
-			seen[tp] = true
-			tps = append(tps, tp)
-		}
-	}
-	sortTPs(tps)
-
-	var errs []error
-	for _, tp := range tps {
-		if err := ctx.Err(); err != nil {
-			return rep, err
-		}
-		l := s.partLock(tp)
-		l.Lock()
-		err := s.gcPartitionLocked(ctx, tp, "", dryRun, &rep)
-		l.Unlock()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", tp, err))
-		}
+	errs, err := gcPartitions(ctx, s, dryRun, &rep, a, b, c)
+	if err != nil {
+		return rep, err
 	}
 
 	now := time.Now()

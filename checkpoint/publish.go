@@ -82,46 +82,7 @@ func (s *Store) Publish(ctx context.Context, topic string, partition int32, offs
 // are removed and the partition's pool is garbage-collected; failures there
 // are logged, not returned.
 func (s *Store) PublishFrom(ctx context.Context, src Source, offset int64, srcDir string, job map[string]string) (Meta, PublishStats, error) {
-	start := time.Now()
-	tp := TopicPartition{Topic: src.Topic, Partition: src.Partition}
-	if err := validateTP(tp); err != nil {
-		return Meta{}, PublishStats{}, err
-	}
-	src.TopicID, src.ClusterID = normID(src.TopicID), normID(src.ClusterID)
-	if err := validateSourceIDs(src.TopicID, src.ClusterID); err != nil {
-		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: %w", tp, err)
-	}
-	if offset < 0 {
-		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: negative offset %d", tp, offset)
-	}
-	files, err := listSource(srcDir)
-	if err != nil {
-		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: %w", tp, err)
-	}
-
-	l := s.partLock(tp)
-	l.Lock()
-	defer l.Unlock()
-
-	m, st, err := s.publishLocked(ctx, src, offset, files, job)
-	st.Duration = time.Since(start)
-	if err != nil {
-		return Meta{}, st, fmt.Errorf("checkpoint: publish %s at offset %d: %w", tp, offset, err)
-	}
-	s.log.Debug("checkpoint: snapshot published",
-		zap.String("partition", tp.String()), zap.String("snapshot", m.ID), zap.Int64("offset", offset),
-		zap.String("topic_id", m.TopicID), zap.String("cluster_id", m.ClusterID),
-		zap.String("mode", string(m.Mode)), zap.Int("files", st.Files), zap.Int("files_copied", st.FilesCopied),
-		zap.Int64("bytes_written", st.BytesWritten), zap.Int64("total_bytes", st.TotalBytes),
-		zap.Int64("bytes_hashed", st.BytesHashed), zap.Duration("duration", st.Duration))
-
-	if ctx.Err() == nil {
-		var rep GCReport
-		if err := s.gcPartitionLocked(ctx, tp, m.ID, false, &rep); err != nil {
-			s.log.Warn("checkpoint: retention/GC after publish failed", zap.String("partition", tp.String()), zap.Error(err))
-		}
-	}
-	return m, st, nil
+	return publishPartition(ctx, s, s.log, "", src, offset, srcDir, job)
 }
 
 // poolState is the view of one partition's pool during a publish.

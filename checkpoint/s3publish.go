@@ -30,43 +30,7 @@ import (
 // for the retry to reuse. After a successful publish the retention and GC
 // of the partition run; their failures are logged, not returned.
 func (s *S3Store) PublishFrom(ctx context.Context, src Source, offset int64, srcDir string, job map[string]string) (Meta, PublishStats, error) {
-	start := time.Now()
-	tp := TopicPartition{Topic: src.Topic, Partition: src.Partition}
-	if err := validateTP(tp); err != nil {
-		return Meta{}, PublishStats{}, err
-	}
-	src.TopicID, src.ClusterID = normID(src.TopicID), normID(src.ClusterID)
-	if err := validateSourceIDs(src.TopicID, src.ClusterID); err != nil {
-		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: %w", tp, err)
-	}
-	if offset < 0 {
-		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: negative offset %d", tp, offset)
-	}
-	files, err := listSource(srcDir)
-	if err != nil {
-		return Meta{}, PublishStats{}, fmt.Errorf("checkpoint: publish %s: %w", tp, err)
-	}
-	l := s.partLock(tp)
-	l.Lock()
-	defer l.Unlock()
-
-	m, st, err := s.publishLocked(ctx, src, offset, files, job)
-	st.Duration = time.Since(start)
-	if err != nil {
-		return Meta{}, st, fmt.Errorf("checkpoint: publish %s at offset %d to %s: %w", tp, offset, s.loc, err)
-	}
-	s.log.Debug("checkpoint: snapshot published",
-		zap.String("partition", tp.String()), zap.String("snapshot", m.ID), zap.Int64("offset", offset),
-		zap.String("mode", string(m.Mode)), zap.Int("files", st.Files), zap.Int("files_copied", st.FilesCopied),
-		zap.Int64("bytes_written", st.BytesWritten), zap.Int64("total_bytes", st.TotalBytes),
-		zap.Int64("bytes_hashed", st.BytesHashed), zap.Duration("duration", st.Duration))
-	if ctx.Err() == nil {
-		var rep GCReport
-		if err := s.gcPartitionLocked(ctx, tp, m.ID, false, &rep); err != nil {
-			s.log.Warn("checkpoint: retention/GC after publish failed", zap.String("partition", tp.String()), zap.Error(err))
-		}
-	}
-	return m, st, nil
+	return publishPartition(ctx, s, s.log, s.loc, src, offset, srcDir, job)
 }
 
 func (s *S3Store) publishLocked(ctx context.Context, from Source, offset int64, src []srcFile, job map[string]string) (Meta, PublishStats, error) {
