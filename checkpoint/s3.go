@@ -175,11 +175,21 @@ func (s *S3Store) init(ctx context.Context, mustExist bool) error {
 		if err != nil {
 			return fmt.Errorf("checkpoint: %s: %w", s.loc, err)
 		}
+		found := ""
 		for _, o := range objs {
-			if !strings.HasPrefix(s.rel(o.Key), tmpPrefix) {
-				return fmt.Errorf("%w: %s is not empty and has no %s object (found %q); refusing to use it",
-					ErrNotCheckpointDir, s.loc, formatFile, s.rel(o.Key))
+			if r := s.rel(o.Key); !strings.HasPrefix(r, tmpPrefix) {
+				found = r
+				break
 			}
+		}
+		if found == formatFile {
+			// Another process (a second member starting at the same
+			// time) created it since the read above: read it again.
+			continue
+		}
+		if found != "" {
+			return fmt.Errorf("%w: %s is not empty and has no %s object (found %q); refusing to use it",
+				ErrNotCheckpointDir, s.loc, formatFile, found)
 		}
 		b, err := json.MarshalIndent(formatDoc{Format: FormatName, Version: FormatVersion, CreatedAt: time.Now().UTC()}, "", "  ")
 		if err != nil {

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -636,5 +637,31 @@ func TestS3ReusedPoolObjectRefreshed(t *testing.T) {
 	}
 	if err := s.Verify(context.Background(), m2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Members of a group start at the same time and open the same fresh
+// prefix: each must find (or create) FORMAT, none may take the other's
+// FORMAT for foreign data.
+func TestS3OpenConcurrently(t *testing.T) {
+	srv := s3test.Start(t)
+	cfg := s3Config(srv.Endpoint, srv)
+	for round := 0; round < 5; round++ {
+		loc := srv.Location(fmt.Sprintf("together-%d", round))
+		var wg sync.WaitGroup
+		errs := make([]error, 8)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = OpenS3(context.Background(), loc, cfg, Options{})
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, opener %d of %d: %v", round, i, len(errs), err)
+			}
+		}
 	}
 }
