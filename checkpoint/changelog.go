@@ -40,12 +40,20 @@ import (
 //	u32 big endian             length H of the header (at most 64 KiB)
 //	H bytes                    header, JSON: topic, partition, base, seq, first, last, epochs, changes, created_at,
 //	                           compression ("zstd" or absent), body_bytes (the body's size uncompressed)
-//	body                       zstd-compressed (or not), the records: 'S' uvarint(len k) k uvarint(len v) v   a key set
+//	body                       records (header without "body"), zstd-compressed or not:
+//	                                    'S' uvarint(len k) k uvarint(len v) v   a key set
 //	                                    'D' uvarint(len k) k                     a key deleted
 //	                                    'E' uvarint(position)                    end of an epoch: the changes
 //	                                                                             before it bring the state to position
+//	                           or a table (header "body": "table"): a Pebble sstable holding the
+//	                           segment's net changes (each key's last set or delete), which a
+//	                           restore ingests as it is
 //	u32 big endian             CRC-32C (Castagnoli) of everything before it
 //
+// The engine writes tables: a restore then links each segment into the
+// store instead of sorting and rewriting its changes, so restoring a base
+// and its log costs about what restoring the base alone does. Records are
+// read for segments written that way and by tools.
 // Restore is the base plus its segments in sequence order, as long as they
 // are contiguous and verify; the input replay covers the rest.
 
@@ -57,6 +65,8 @@ const (
 	maxSegmentSize = 256 << 20
 	maxBodyBytes   = 256 << 20 // uncompressed
 	compressZstd   = "zstd"
+	// BodyTable marks a segment whose body is a Pebble sstable.
+	BodyTable = "table"
 )
 
 var (
@@ -103,6 +113,8 @@ type Segment struct {
 	// uncompressed.
 	Compression string `json:"compression,omitempty"`
 	BodyBytes   int64  `json:"body_bytes"`
+	// Body is "" for records, BodyTable for a table.
+	Body string `json:"body,omitempty"`
 	// Size (bytes stored) and Path (relative to the storage location) are
 	// filled by Segments; Epochs, Changes and CreatedAt only by a read.
 	Size int64  `json:"-"`
@@ -223,6 +235,11 @@ func (b *ChangeBuffer) Append(o *ChangeBuffer) {
 	o.Reset()
 }
 
+// Each calls fn for every record in order, like SegmentData.Each.
+func (b *ChangeBuffer) Each(fn func(kind byte, key, value []byte, pos int64) error) error {
+	return walkBody(b.buf, fn)
+}
+
 // Reset empties the buffer, keeping its memory.
 func (b *ChangeBuffer) Reset() {
 	b.buf = b.buf[:0]
@@ -258,6 +275,38 @@ func EncodeSegment(seg Segment, body *ChangeBuffer) ([]byte, Segment, error) {
 	out = binary.BigEndian.AppendUint32(out, uint32(len(h)))
 	out = append(out, h...)
 	out = enc.EncodeAll(body.buf, out)
+	out = binary.BigEndian.AppendUint32(out, crc32.Checksum(out, crcTable))
+	if len(out) > maxSegmentSize {
+		return nil, seg, fmt.Errorf("checkpoint: encode segment: %d bytes, more than %d", len(out), maxSegmentSize)
+	}
+	seg.Size = int64(len(out))
+	return out, seg, nil
+}
+
+// EncodeTableSegment encodes the epochs of body as segment seg whose body
+// is table, a Pebble sstable of body's net changes that the caller built
+// (seg's counts and positions are taken from body, as in EncodeSegment).
+func EncodeTableSegment(seg Segment, body *ChangeBuffer, table []byte) ([]byte, Segment, error) {
+	seg.Epochs, seg.Changes, seg.Last = body.epochs, body.changes, body.last
+	seg.Compression, seg.BodyBytes, seg.Body = "", int64(len(table)), BodyTable
+	if seg.CreatedAt.IsZero() {
+		seg.CreatedAt = time.Now().UTC()
+	}
+	if body.epochs == 0 || len(table) == 0 {
+		return nil, seg, errors.New("checkpoint: encode segment: no ended epoch")
+	}
+	if err := seg.validate(); err != nil {
+		return nil, seg, fmt.Errorf("checkpoint: encode segment: %w", err)
+	}
+	h, err := json.Marshal(seg)
+	if err != nil {
+		return nil, seg, err
+	}
+	out := make([]byte, 0, len(segmentMagic)+4+len(h)+len(table)+4)
+	out = append(out, segmentMagic...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(h)))
+	out = append(out, h...)
+	out = append(out, table...)
 	out = binary.BigEndian.AppendUint32(out, crc32.Checksum(out, crcTable))
 	if len(out) > maxSegmentSize {
 		return nil, seg, fmt.Errorf("checkpoint: encode segment: %d bytes, more than %d", len(out), maxSegmentSize)
@@ -312,6 +361,22 @@ func DecodeSegment(data []byte) (*SegmentData, error) {
 		return nil, bad("header: %v", err)
 	}
 	sd.body = data[p+hl : n]
+	switch sd.Body {
+	case "":
+	case BodyTable:
+		// The table's blocks carry their own checksums, which Pebble
+		// checks as it reads them; the segment's CRC covers it whole.
+		if sd.Compression != "" || sd.BodyBytes != int64(len(sd.body)) || len(sd.body) == 0 {
+			return nil, bad("table body of %d bytes, header says %d (compression %q)", len(sd.body), sd.BodyBytes, sd.Compression)
+		}
+		if sd.Epochs < 1 || sd.Changes < 1 {
+			return nil, bad("table segment with %d epochs and %d changes", sd.Epochs, sd.Changes)
+		}
+		sd.Size = int64(len(data))
+		return &sd, nil
+	default:
+		return nil, bad("unknown body %q", sd.Body)
+	}
 	switch sd.Compression {
 	case "":
 		if sd.BodyBytes != int64(len(sd.body)) {
@@ -417,9 +482,22 @@ func walkBody(b []byte, fn func(kind byte, key, value []byte, pos int64) error) 
 
 // Each calls fn for every record of the segment in order: a set (value
 // non-nil, possibly empty), a delete (kind ChangeDelete) or an epoch end
-// with its position. key and value alias the segment's memory.
+// with its position. key and value alias the segment's memory. A table
+// segment has no records: read Table instead.
 func (d *SegmentData) Each(fn func(kind byte, key, value []byte, pos int64) error) error {
+	if d.Body == BodyTable {
+		return fmt.Errorf("segment %d of base %s holds a table, not records", d.Seq, d.Base)
+	}
 	return walkBody(d.body, fn)
+}
+
+// Table returns a table segment's sstable (nil for a records segment). It
+// aliases the segment's memory.
+func (d *SegmentData) Table() []byte {
+	if d.Body != BodyTable {
+		return nil
+	}
+	return d.body
 }
 
 // checkListed reports a segment whose header does not match the name it

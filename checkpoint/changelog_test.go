@@ -110,6 +110,54 @@ func TestSegmentEncoding(t *testing.T) {
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, crcTable) }
 
+// TestTableSegmentEncoding: a table segment keeps its body byte for byte,
+// takes its counts from the change buffer, refuses Each, and any flipped
+// byte or truncation is detected.
+func TestTableSegmentEncoding(t *testing.T) {
+	body := segBody(100, 3)
+	table := []byte("not really a table, but opaque to the framing")
+	data, g, err := EncodeTableSegment(Segment{Topic: tp0.Topic, Partition: tp0.Partition, Base: "b", Seq: 2, First: 100}, body, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Body != BodyTable || g.Last != 130 || g.Epochs != 3 || g.Changes != 5 || g.BodyBytes != int64(len(table)) || g.Compression != "" {
+		t.Fatalf("encoded %+v", g)
+	}
+	d, err := DecodeSegment(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(d.Table()) != string(table) || d.Last != 130 {
+		t.Fatalf("decoded %+v table %q", d.Segment, d.Table())
+	}
+	if err := d.Each(func(byte, []byte, []byte, int64) error { return nil }); err == nil {
+		t.Fatal("Each over a table segment did not fail")
+	}
+	for i := range data {
+		bad := append([]byte(nil), data...)
+		bad[i] ^= 0x40
+		if _, err := DecodeSegment(bad); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("byte %d flipped: %v", i, err)
+		}
+	}
+	for n := 0; n < len(data); n++ {
+		if _, err := DecodeSegment(data[:n]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated to %d: %v", n, err)
+		}
+	}
+	if rd, err := DecodeSegment(encodeSegBytes(t, body)); err != nil || rd.Table() != nil {
+		t.Fatalf("a records segment: table %v, %v", rd.Table(), err)
+	}
+	if _, _, err := EncodeTableSegment(Segment{Topic: "t", Base: "b", Seq: 1}, &ChangeBuffer{}, table); err == nil {
+		t.Fatal("an empty table segment was encoded")
+	}
+}
+
+func encodeSegBytes(t *testing.T, body *ChangeBuffer) []byte {
+	data, _ := encodeSeg(t, "b", 1, 100, body)
+	return data
+}
+
 func TestChain(t *testing.T) {
 	seg := func(seq, first, last int64) Segment { return Segment{Seq: seq, First: first, Last: last} }
 	segs := []Segment{seg(1, 100, 150), seg(2, 150, 150), seg(3, 150, 200), seg(5, 250, 300)}

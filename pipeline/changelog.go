@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/objstorage"
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -186,7 +187,8 @@ func (e *Engine) snapshotSegment(ps *partState) (ok bool) {
 	ps.dirty = false
 	ps.snapInFlight = true
 	e.snaps.jobs <- snapJob{p: ps.p, ps: ps, offset: sent.Last(), trigger: e.now(), segment: &sent,
-		seg: checkpoint.Segment{Topic: e.cfg.Topic, Partition: ps.p, Base: c.base, Seq: c.seq + 1, First: c.last}}
+		seg:    checkpoint.Segment{Topic: e.cfg.Topic, Partition: ps.p, Base: c.base, Seq: c.seq + 1, First: c.last},
+		format: ps.store.db.TableFormat()}
 	return true
 }
 
@@ -255,47 +257,61 @@ func (e *Engine) applySegments(ctx context.Context, pl Plan, store *Store) (int,
 	})
 }
 
-// ingestGroupBytes bounds the segments (uncompressed) a restore holds in
-// memory at once: they are merged into one sorted table and ingested
-// together.
+// ingestGroupBytes bounds the records segments (uncompressed) a restore
+// holds in memory at once: they are merged into one sorted table and
+// ingested together.
 const ingestGroupBytes = 32 << 20
 
-// applyChain applies n segments, read in order by read, to store. Groups
-// of segments (up to ingestGroupBytes) are merged — the last change of
-// each key wins, as if the epochs were applied one by one — into one
-// sorted table that Pebble ingests above everything the store holds,
-// then the group's last position is written. Ingesting skips the
-// memtable, the WAL and the flush that writing the same changes as
-// batches costs: about half the time for 600k changes on 1M keys, side
-// by side. A segment that cannot be read
-// or does not verify ends the chain after the ones before it were
-// applied; its error is returned with how many were.
+// applyChain applies n segments, read in order by read, to store. A table
+// segment is ingested as it is: Pebble links it above everything the
+// store holds, so a chain of tables costs a few file links, not a rewrite
+// of its changes. Consecutive records segments (up to ingestGroupBytes)
+// are merged — the last change of each key wins, as if the epochs were
+// applied one by one — into one sorted table that is ingested the same
+// way. After each ingest the position it reaches is written. A segment
+// that cannot be read or does not verify ends the chain after the ones
+// before it were applied; its error is returned with how many were.
 func applyChain(ctx context.Context, store *Store, n int, read func(i int) (*checkpoint.SegmentData, error)) (int, error) {
 	applied := 0
-	for applied < n {
-		var group []*checkpoint.SegmentData
-		var readErr error
-		size := int64(0)
-		for applied+len(group) < n && size < ingestGroupBytes {
-			d, err := read(applied + len(group))
-			if err != nil {
-				readErr = err
-				break
-			}
-			group = append(group, d)
-			size += int64(d.BodyBytes)
+	var group []*checkpoint.SegmentData
+	size := 0
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
 		}
-		if len(group) > 0 {
-			if err := ingestSegments(ctx, store, group); err != nil {
+		if err := ingestSegments(ctx, store, group); err != nil {
+			return err
+		}
+		applied += len(group)
+		group, size = nil, 0
+		return nil
+	}
+	for i := 0; i < n; i++ {
+		d, err := read(i)
+		if err != nil {
+			if ferr := flush(); ferr != nil {
+				return applied, ferr
+			}
+			return applied, err
+		}
+		if d.Table() != nil {
+			if err := flush(); err != nil {
 				return applied, err
 			}
-			applied += len(group)
+			if err := ingestTable(ctx, store, d); err != nil {
+				return applied, err
+			}
+			applied++
+			continue
 		}
-		if readErr != nil {
-			return applied, readErr
+		group = append(group, d)
+		if size += int(d.BodyBytes); size >= ingestGroupBytes {
+			if err := flush(); err != nil {
+				return applied, err
+			}
 		}
 	}
-	return applied, nil
+	return applied, flush()
 }
 
 type change struct {
@@ -304,13 +320,13 @@ type change struct {
 	del      bool
 }
 
-// ingestSegments merges verified segments (in chain order) into one
-// table, ingests it and records the last segment's position.
-func ingestSegments(ctx context.Context, store *Store, group []*checkpoint.SegmentData) error {
-	last := group[len(group)-1]
+// netChanges collects the changes of records bodies, applied in order,
+// sorted by key with each key's last change last (writeTable keeps only
+// that one).
+func netChanges(each ...func(fn func(kind byte, key, value []byte, pos int64) error) error) ([]change, error) {
 	var chs []change
-	for _, d := range group {
-		err := d.Each(func(kind byte, key, value []byte, _ int64) error {
+	for _, e := range each {
+		err := e(func(kind byte, key, value []byte, _ int64) error {
 			switch kind {
 			case checkpoint.ChangeSet:
 				chs = append(chs, change{key: key, val: value, ord: int32(len(chs))})
@@ -320,31 +336,75 @@ func ingestSegments(ctx context.Context, store *Store, group []*checkpoint.Segme
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
+			return nil, err
 		}
 	}
+	slices.SortFunc(chs, func(a, b change) int {
+		if c := bytes.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return int(a.ord - b.ord)
+	})
+	return chs, nil
+}
+
+// ingestSegments merges verified records segments (in chain order) into
+// one table, ingests it and records the last segment's position.
+func ingestSegments(ctx context.Context, store *Store, group []*checkpoint.SegmentData) error {
+	last := group[len(group)-1]
+	each := make([]func(func(byte, []byte, []byte, int64) error) error, len(group))
+	for i, d := range group {
+		each[i] = d.Each
+	}
+	chs, err := netChanges(each...)
+	if err != nil {
+		return fmt.Errorf("segments %d..%d of base %s: %w", group[0].Seq, last.Seq, last.Base, err)
+	}
 	if len(chs) > 0 {
-		// Of equal keys the one applied last sorts last.
-		slices.SortFunc(chs, func(a, b change) int {
-			if c := bytes.Compare(a.key, b.key); c != 0 {
-				return c
-			}
-			return int(a.ord - b.ord)
-		})
 		path := store.dir + ".ingest-" + strconv.FormatInt(last.Seq, 10) + ".sst"
-		if err := writeTable(store, path, chs); err != nil {
+		f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
+		if err == nil {
+			err = writeTable(objstorageprovider.NewFileWritable(f), store.db.TableFormat(), chs)
+		}
+		if err != nil {
 			_ = os.Remove(path)
 			return fmt.Errorf("segments %d..%d of base %s: %w", group[0].Seq, last.Seq, last.Base, err)
 		}
-		err := store.db.Ingest(ctx, []string{path})
-		_ = os.Remove(path) // ingested: linked or copied into the store
-		if err != nil {
-			return fmt.Errorf("ingesting segments %d..%d of base %s into state store %s: %w", group[0].Seq, last.Seq, last.Base, store.dir, err)
+		if err := ingestFile(ctx, store, path); err != nil {
+			return fmt.Errorf("segments %d..%d of base %s: %w", group[0].Seq, last.Seq, last.Base, err)
 		}
 	}
+	return setPosition(store, last.Last)
+}
+
+// ingestTable ingests a table segment and records its position.
+func ingestTable(ctx context.Context, store *Store, d *checkpoint.SegmentData) error {
+	path := store.dir + ".ingest-" + strconv.FormatInt(d.Seq, 10) + ".sst"
+	if err := os.WriteFile(path, d.Table(), 0o640); err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
+	}
+	if err := ingestFile(ctx, store, path); err != nil {
+		return fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
+	}
+	return setPosition(store, d.Last)
+}
+
+// ingestFile ingests the table at path into store and removes the path
+// (the store has linked or copied it).
+func ingestFile(ctx context.Context, store *Store, path string) error {
+	err := store.db.Ingest(ctx, []string{path})
+	_ = os.Remove(path)
+	if err != nil {
+		return fmt.Errorf("ingesting into state store %s: %w", store.dir, err)
+	}
+	return nil
+}
+
+func setPosition(store *Store, pos int64) error {
 	b := store.db.NewBatch()
 	defer b.Close()
-	if err := b.Set(offsetKey, offsetBytes(last.Last), nil); err != nil {
+	if err := b.Set(offsetKey, offsetBytes(pos), nil); err != nil {
 		return err
 	}
 	if err := store.db.Apply(b, pebble.NoSync); err != nil {
@@ -354,18 +414,17 @@ func ingestSegments(ctx context.Context, store *Store, group []*checkpoint.Segme
 }
 
 // writeTable writes chs (sorted by key; of equal keys the last wins) as
-// a table the store can ingest: its table format, bloom filters like its
-// own tables.
-func writeTable(store *Store, path string, chs []change) error {
-	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return err
-	}
-	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), sstable.WriterOptions{
-		TableFormat:  store.db.TableFormat(),
+// a table of the given format that a store can ingest, with bloom
+// filters like the store's own tables and zstd-compressed blocks (a
+// segment's size is what a snapshot writes).
+func writeTable(dst objstorage.Writable, format sstable.TableFormat, chs []change) error {
+	w := sstable.NewWriter(dst, sstable.WriterOptions{
+		TableFormat:  format,
 		FilterPolicy: bloom.FilterPolicy(10),
 		FilterType:   pebble.TableFilter,
+		Compression:  sstable.ZstdCompression,
 	})
+	var err error
 	for i, c := range chs {
 		if i+1 < len(chs) && bytes.Equal(chs[i+1].key, c.key) {
 			continue // a later change of the same key wins
@@ -381,6 +440,47 @@ func writeTable(store *Store, path string, chs []change) error {
 		}
 	}
 	return w.Close()
+}
+
+// memWritable is an objstorage.Writable into memory.
+type memWritable struct{ buf []byte }
+
+func (m *memWritable) Write(p []byte) error { m.buf = append(m.buf, p...); return nil }
+func (m *memWritable) Finish() error        { return nil }
+func (m *memWritable) Abort()               {}
+
+// segmentTable builds the body of a table segment from a change buffer:
+// its net changes in a table of format. It runs in the publisher, off the
+// processing goroutine.
+func segmentTable(format sstable.TableFormat, body *checkpoint.ChangeBuffer) ([]byte, error) {
+	chs, err := netChanges(body.Each)
+	if err != nil {
+		return nil, err
+	}
+	w := &memWritable{buf: make([]byte, 0, body.Len()/2)}
+	if err := writeTable(w, format, chs); err != nil {
+		return nil, err
+	}
+	return w.buf, nil
+}
+
+// encodeSegment encodes a segment job: as a table of the store's format,
+// or as records when the job has no format (tests).
+func encodeSegment(j snapJob) ([]byte, checkpoint.Segment, error) {
+	if j.format == 0 {
+		return checkpoint.EncodeSegment(j.seg, j.segment)
+	}
+	table, err := segmentTable(j.format, j.segment)
+	if err != nil {
+		return nil, j.seg, fmt.Errorf("building the table of segment %d of base %s: %w", j.seg.Seq, j.seg.Base, err)
+	}
+	return checkpoint.EncodeTableSegment(j.seg, j.segment, table)
+}
+
+// EncodeSegment encodes body as segment seg of st's change log the way
+// the engine does (a table of st's format), for benchmarks and tools.
+func EncodeSegment(st *Store, seg checkpoint.Segment, body *checkpoint.ChangeBuffer) ([]byte, checkpoint.Segment, error) {
+	return encodeSegment(snapJob{seg: seg, segment: body, format: st.db.TableFormat()})
 }
 
 func offsetBytes(off int64) []byte {

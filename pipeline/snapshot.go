@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"go.uber.org/zap"
 
 	"github.com/txstream/txstream/checkpoint"
@@ -45,6 +46,9 @@ type snapJob struct {
 	// publish. The publisher only reads it.
 	segment *checkpoint.ChangeBuffer
 	seg     checkpoint.Segment
+	// format is the partition store's table format: the segment is
+	// written as a table of that format (see segmentTable).
+	format sstable.TableFormat
 }
 
 type snapResult struct {
@@ -217,7 +221,7 @@ func (e *Engine) publisher() {
 	defer e.snaps.wg.Done()
 	for j := range e.snaps.jobs {
 		if j.segment != nil {
-			data, g, err := checkpoint.EncodeSegment(j.seg, j.segment)
+			data, g, err := encodeSegment(j)
 			if err == nil {
 				g, err = e.ckpt.AppendSegment(context.Background(), data)
 			}

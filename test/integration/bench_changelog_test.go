@@ -179,7 +179,7 @@ func ckcRun(b *testing.B, root string, accounts int, frac float64) {
 			// No Pebble checkpoint in this mode: the pause is encoding
 			// nothing (the changes were encoded as the epochs were
 			// applied); the publisher writes the segment.
-			data, gs, err := checkpoint.EncodeSegment(checkpoint.Segment{Topic: ckbTopic, Partition: 0, Base: clogBase.ID, Seq: seq + 1, First: chainLast}, &cur)
+			data, gs, err := pipeline.EncodeSegment(st, checkpoint.Segment{Topic: ckbTopic, Partition: 0, Base: clogBase.ID, Seq: seq + 1, First: chainLast}, &cur)
 			if err != nil {
 				b.Fatal(err)
 			}
