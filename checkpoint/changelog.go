@@ -216,6 +216,9 @@ func (b *ChangeBuffer) EndEpoch(position int64) {
 // Len is the encoded size in bytes.
 func (b *ChangeBuffer) Len() int { return len(b.buf) }
 
+// Changes is the number of sets and deletes recorded.
+func (b *ChangeBuffer) Changes() int { return b.changes }
+
 // Epochs is the number of epochs ended.
 func (b *ChangeBuffer) Epochs() int { return b.epochs }
 

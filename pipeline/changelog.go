@@ -323,8 +323,8 @@ type change struct {
 // netChanges collects the changes of records bodies, applied in order,
 // sorted by key with each key's last change last (writeTable keeps only
 // that one).
-func netChanges(each ...func(fn func(kind byte, key, value []byte, pos int64) error) error) ([]change, error) {
-	var chs []change
+func netChanges(n int, each ...func(fn func(kind byte, key, value []byte, pos int64) error) error) ([]change, error) {
+	chs := make([]change, 0, n)
 	for _, e := range each {
 		err := e(func(kind byte, key, value []byte, _ int64) error {
 			switch kind {
@@ -353,10 +353,12 @@ func netChanges(each ...func(fn func(kind byte, key, value []byte, pos int64) er
 func ingestSegments(ctx context.Context, store *Store, group []*checkpoint.SegmentData) error {
 	last := group[len(group)-1]
 	each := make([]func(func(byte, []byte, []byte, int64) error) error, len(group))
+	n := 0
 	for i, d := range group {
 		each[i] = d.Each
+		n += d.Changes
 	}
-	chs, err := netChanges(each...)
+	chs, err := netChanges(n, each...)
 	if err != nil {
 		return fmt.Errorf("segments %d..%d of base %s: %w", group[0].Seq, last.Seq, last.Base, err)
 	}
@@ -423,6 +425,10 @@ func writeTable(dst objstorage.Writable, format sstable.TableFormat, chs []chang
 		FilterPolicy: bloom.FilterPolicy(10),
 		FilterType:   pebble.TableFilter,
 		Compression:  sstable.ZstdCompression,
+		// Large blocks compress better (13% smaller at 1M accounts than
+		// 4 KiB ones); the store rewrites ingested tables with its own
+		// block size when it compacts them out of L0.
+		BlockSize: 64 << 10,
 	})
 	var err error
 	for i, c := range chs {
@@ -453,7 +459,7 @@ func (m *memWritable) Abort()               {}
 // its net changes in a table of format. It runs in the publisher, off the
 // processing goroutine.
 func segmentTable(format sstable.TableFormat, body *checkpoint.ChangeBuffer) ([]byte, error) {
-	chs, err := netChanges(body.Each)
+	chs, err := netChanges(body.Changes(), body.Each)
 	if err != nil {
 		return nil, err
 	}

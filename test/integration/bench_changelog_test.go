@@ -11,7 +11,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/pipeline"
+	"github.com/txstream/txstream/test/s3test"
 )
 
 // ckcBaseEvery is the changelog mode's base cadence in this benchmark
@@ -66,17 +69,61 @@ func BenchmarkCheckpointChangelog(b *testing.B) {
 		}
 		frac = p / 100
 	}
+	storages := ckcStorages(b)
 	for _, size := range ckbSizes(b) {
 		b.Run(size.label, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				ckcRun(b, root, size.accounts, frac)
+				ckcRun(b, root, size.accounts, frac, storages)
 			}
 		})
 	}
 }
 
+// ckcStorages is the checkpoint storages BENCH_CHECKPOINT_STORAGE asks for
+// (dir, s3 or both, comma-separated; dir when unset). s3 is a versitygw
+// on loopback with its POSIX back end on the same disk (test/s3test).
+func ckcStorages(b *testing.B) []string {
+	env := os.Getenv("BENCH_CHECKPOINT_STORAGE")
+	if env == "" {
+		return []string{"dir"}
+	}
+	var out []string
+	for _, k := range strings.Split(env, ",") {
+		switch k = strings.TrimSpace(k); k {
+		case "dir", "s3":
+			out = append(out, k)
+		default:
+			b.Fatalf("BENCH_CHECKPOINT_STORAGE=%q: want dir, s3 or both, comma-separated", env)
+		}
+	}
+	return out
+}
+
+// ckcOpen opens one mode's checkpoint storage of a run and returns it
+// with the local directory whose size is the storage's size.
+func ckcOpen(b *testing.B, run, storage, name string, mode checkpoint.Mode, srv *s3test.Server) (checkpoint.Storage, string) {
+	opts := checkpoint.Options{Mode: mode, Retain: ckbRetain, Grace: -1, Logger: zap.NewNop()}
+	if storage == "dir" {
+		s, err := checkpoint.Open(filepath.Join(run, name), opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s, s.Dir()
+	}
+	prefix := filepath.Base(run) + "/" + name
+	s, err := checkpoint.OpenStorage(context.Background(), srv.Location(prefix), opts,
+		checkpoint.S3Config{Endpoint: "http://" + srv.Endpoint, PathStyle: true, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The POSIX back end keeps each object as a file under root/<bucket>/.
+	return s, filepath.Join(srv.Dir, "root", srv.Bucket, filepath.FromSlash(prefix))
+}
+
 type ckcMode struct {
 	name      string
+	storage   string
+	pauseMs   []float64
 	bytes     []int64 // per round 1..N
 	durableMs []float64
 	dir       int64
@@ -85,7 +132,7 @@ type ckcMode struct {
 	last      checkpoint.Meta
 }
 
-func ckcRun(b *testing.B, root string, accounts int, frac float64) {
+func ckcRun(b *testing.B, root string, accounts int, frac float64, storages []string) {
 	b.StopTimer()
 	v := ckbVariant{Name: "production"}
 	base := ckbBuild(b, root, nil, accounts, v)
@@ -106,27 +153,35 @@ func ckcRun(b *testing.B, root string, accounts int, frac float64) {
 	defer func() { st.Close() }()
 	db := st.DB()
 	ctx := context.Background()
-	open := func(name string, mode checkpoint.Mode) *checkpoint.Store {
-		s, err := checkpoint.Open(filepath.Join(run, name), checkpoint.Options{Mode: mode, Retain: ckbRetain, Grace: -1, Logger: zap.NewNop()})
-		if err != nil {
-			b.Fatal(err)
+	var srv *s3test.Server
+	var (
+		stores []checkpoint.Storage
+		dirs   []string
+		modes  []*ckcMode
+	)
+	for _, storage := range storages {
+		if storage == "s3" && srv == nil {
+			srv = s3test.Start(b)
 		}
-		return s
+		for _, m := range []checkpoint.Mode{checkpoint.ModeFull, checkpoint.ModeIncremental, checkpoint.ModeChangelog} {
+			s, d := ckcOpen(b, run, storage, "ck-"+string(m), m, srv)
+			stores, dirs = append(stores, s), append(dirs, d)
+			modes = append(modes, &ckcMode{name: string(m), storage: storage})
+		}
 	}
-	stores := []*checkpoint.Store{open("ck-full", checkpoint.ModeFull), open("ck-incr", checkpoint.ModeIncremental), open("ck-clog", checkpoint.ModeChangelog)}
-	modes := []*ckcMode{{name: "full"}, {name: "incremental"}, {name: "changelog"}}
 	g := &ckbState{accounts: accounts, width: len(strconv.Itoa(accounts)), next: base.next, txid: base.txid,
 		now: time.Unix(1_790_000_000, 0).UTC()}
 	job := map[string]string{"operator": aggregate.Name}
 
-	// The changelog mode's chain, as the engine keeps it.
-	var (
-		cur       checkpoint.ChangeBuffer
-		clogBase  checkpoint.Meta
+	// The changelog mode's chain on each storage, as the engine keeps it.
+	type chain struct {
+		base      checkpoint.Meta
 		seq       int64
 		chainLast int64
 		logBytes  int64
-	)
+	}
+	chains := make([]chain, len(storages))
+	var cur checkpoint.ChangeBuffer
 	seqN := 0
 	checkpointNow := func() (string, time.Duration) {
 		seqN++
@@ -145,69 +200,77 @@ func ckcRun(b *testing.B, root string, accounts int, frac float64) {
 		}
 		return staging, time.Since(t0)
 	}
-	// snapshot publishes round's recovery point in every mode.
+	// snapshot publishes round's recovery point in every mode on every
+	// storage. The pause is the Pebble checkpoint into local staging, as
+	// in the engine; everything after it runs off the processing path.
 	snapshot := func(round int) {
-		var staging string
-		var pause time.Duration
-		needBase := round == 0 || seq+1 >= ckcBaseEvery ||
-			float64(logBytes+int64(cur.Len())) > pipeline.DefaultChangelogMaxRatio*float64(st.Size())
-		staging, pause = checkpointNow()
-		for i, s := range stores[:2] {
-			m, ps, err := s.Publish(ctx, ckbTopic, 0, g.next, staging, job)
-			if err != nil {
-				b.Fatal(err)
+		// Every storage's chain has the same segments, so one decision.
+		c0 := chains[0]
+		needBase := round == 0 || c0.seq+1 >= ckcBaseEvery ||
+			float64(c0.logBytes+int64(cur.Len())) > pipeline.DefaultChangelogMaxRatio*float64(st.Size())
+		staging, pause := checkpointNow()
+		for k := range storages {
+			for j := 0; j < 2; j++ {
+				i := 3*k + j
+				m, ps, err := stores[i].PublishFrom(ctx, checkpoint.Source{Topic: ckbTopic}, g.next, staging, job)
+				if err != nil {
+					b.Fatal(err)
+				}
+				modes[i].last = m
+				if round > 0 {
+					modes[i].bytes = append(modes[i].bytes, ps.BytesWritten)
+					modes[i].pauseMs = append(modes[i].pauseMs, ckbMs(pause))
+					modes[i].durableMs = append(modes[i].durableMs, ckbMs(pause+ps.Duration))
+				}
 			}
-			modes[i].last = m
-			if round > 0 {
-				modes[i].bytes = append(modes[i].bytes, ps.BytesWritten)
-				modes[i].durableMs = append(modes[i].durableMs, ckbMs(pause+ps.Duration))
-			}
-		}
-		cm := modes[2]
-		t0 := time.Now()
-		var written int64
-		if needBase {
-			m, ps, err := stores[2].Publish(ctx, ckbTopic, 0, g.next, staging, job)
-			if err != nil {
-				b.Fatal(err)
-			}
-			clogBase, seq, chainLast, logBytes = m, 0, m.Offset, 0
-			cur.Reset()
-			written = ps.BytesWritten
-			cm.last = m
-		} else {
-			// No Pebble checkpoint in this mode: the pause is encoding
-			// nothing (the changes were encoded as the epochs were
-			// applied); the publisher writes the segment.
-			data, gs, err := pipeline.EncodeSegment(st, checkpoint.Segment{Topic: ckbTopic, Partition: 0, Base: clogBase.ID, Seq: seq + 1, First: chainLast}, &cur)
-			if err != nil {
-				b.Fatal(err)
-			}
-			gs, err = stores[2].AppendSegment(ctx, data)
-			if err != nil {
-				b.Fatal(err)
-			}
-			seq, chainLast = gs.Seq, gs.Last
-			logBytes += gs.BodyBytes
-			written = gs.Size
-			cur.Reset()
-		}
-		if round > 0 {
-			cm.bytes = append(cm.bytes, written)
-			d := time.Since(t0)
+			i := 3*k + 2
+			cm, c := modes[i], &chains[k]
+			t0 := time.Now()
+			var written int64
 			if needBase {
-				d += pause
+				m, ps, err := stores[i].PublishFrom(ctx, checkpoint.Source{Topic: ckbTopic}, g.next, staging, job)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.base, c.seq, c.chainLast, c.logBytes = m, 0, m.Offset, 0
+				written = ps.BytesWritten
+				cm.last = m
+			} else {
+				// No Pebble checkpoint and no pause in this mode: the
+				// publisher builds the segment's table and writes it.
+				data, gs, err := pipeline.EncodeSegment(st, checkpoint.Segment{Topic: ckbTopic, Partition: 0, Base: c.base.ID, Seq: c.seq + 1, First: c.chainLast}, &cur)
+				if err != nil {
+					b.Fatal(err)
+				}
+				gs, err = stores[i].AppendSegment(ctx, data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.seq, c.chainLast = gs.Seq, gs.Last
+				c.logBytes += gs.BodyBytes
+				written = gs.Size
 			}
-			cm.durableMs = append(cm.durableMs, ckbMs(d))
+			if round > 0 {
+				cm.bytes = append(cm.bytes, written)
+				d := time.Since(t0)
+				if needBase {
+					d += pause
+					cm.pauseMs = append(cm.pauseMs, ckbMs(pause))
+				} else {
+					cm.pauseMs = append(cm.pauseMs, 0)
+				}
+				cm.durableMs = append(cm.durableMs, ckbMs(d))
+			}
 		}
+		cur.Reset()
 		if err := os.RemoveAll(staging); err != nil {
 			b.Fatal(err)
 		}
 	}
-	restore := func(i int, s *checkpoint.Store) {
-		dst := filepath.Join(run, "restore-"+modes[i].name)
+	restore := func(i int, s checkpoint.Storage) {
+		dst := filepath.Join(run, "restore-"+modes[i].storage+"-"+modes[i].name)
 		t0 := time.Now()
-		m, err := s.Restore(ctx, ckbTopic, 0, math.MaxInt64, dst)
+		m, err := s.RestoreFrom(ctx, checkpoint.Want{Topic: ckbTopic, MaxOffset: math.MaxInt64}, dst)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -224,9 +287,9 @@ func ckcRun(b *testing.B, root string, accounts int, frac float64) {
 			}
 		}
 		modes[i].restoreMs = ckbMs(time.Since(t0))
-		b.Logf("%s restore: files %.0f ms, open %.0f ms, segments %.0f ms", modes[i].name, ckbMs(tr), ckbMs(to-tr), modes[i].restoreMs-ckbMs(to))
+		b.Logf("%s %s restore: files %.0f ms, open %.0f ms, segments %.0f ms", modes[i].storage, modes[i].name, ckbMs(tr), ckbMs(to-tr), modes[i].restoreMs-ckbMs(to))
 		if off, err := rs.Offset(); err != nil || off != g.next || reached != g.next {
-			b.Fatalf("%s restore reached %d (store says %d, %v), want %d", modes[i].name, reached, off, err, g.next)
+			b.Fatalf("%s %s restore reached %d (store says %d, %v), want %d", modes[i].storage, modes[i].name, reached, off, err, g.next)
 		}
 		if err := rs.Close(); err != nil {
 			b.Fatal(err)
@@ -299,18 +362,20 @@ func ckcRun(b *testing.B, root string, accounts int, frac float64) {
 		}
 		snapshot(round)
 	}
-	for i, s := range stores {
-		modes[i].dir = ckbDirBytes(s.Dir())
+	for i := range stores {
+		modes[i].dir = ckbDirBytes(dirs[i])
 	}
 	liveMB := float64(ckbDirBytes(live)) / 1e6
 	fullMB := ckbMeanI(modes[0].bytes) / 1e6
 	for _, m := range modes {
 		mb := ckbMeanI(m.bytes) / 1e6
-		b.ReportMetric(mb, m.name+"-MB/snap")
-		b.ReportMetric(float64(m.dir)/1e6, m.name+"-dir-MB")
-		b.ReportMetric(m.restoreMs, m.name+"-restore-ms")
-		b.Logf("%d accounts, live %.1f MB, %s: %.2f MB written per snapshot (%.1f%% of full; per round %s MB), durable median %.0f ms, dir %.1f MB (retention %d), restore %.0f ms (%d segments applied)",
-			accounts, liveMB, m.name, mb, 100*mb/fullMB, fmtMB(m.bytes), ckbMedian(m.durableMs), float64(m.dir)/1e6, ckbRetain, m.restoreMs, m.segments)
+		name := m.storage + "-" + m.name
+		b.ReportMetric(mb, name+"-MB/snap")
+		b.ReportMetric(float64(m.dir)/1e6, name+"-dir-MB")
+		b.ReportMetric(m.restoreMs, name+"-restore-ms")
+		b.ReportMetric(ckbMedian(m.pauseMs), name+"-pause-ms")
+		b.Logf("%d accounts, live %.1f MB, %s %s: %.2f MB written per snapshot (%.1f%% of full; per round %s MB), pause median %.1f ms max %.1f ms, durable median %.0f ms, dir %.1f MB (retention %d), restore %.0f ms (%d segments applied)",
+			accounts, liveMB, m.storage, m.name, mb, 100*mb/fullMB, fmtMB(m.bytes), ckbMedian(m.pauseMs), slices.Max(m.pauseMs), ckbMedian(m.durableMs), float64(m.dir)/1e6, ckbRetain, m.restoreMs, m.segments)
 	}
 }
 
