@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/txstream/txstream/checkpoint"
+	"github.com/txstream/txstream/test/s3test"
 )
 
 // clogRig is an engine in changelog mode driven by hand: epochs applied
@@ -20,7 +21,10 @@ import (
 type clogRig struct {
 	t    *testing.T
 	dir  string
-	ck   *checkpoint.Store
+	ck   checkpoint.Storage
+	// file is where the storage keeps an object (its path relative to
+	// the storage's location) on local disk.
+	file func(rel string) string
 	e    *Engine
 	ps   *partState
 	rng  *rand.Rand
@@ -31,12 +35,35 @@ type clogRig struct {
 }
 
 func newClogRig(t *testing.T, baseEvery int) *clogRig {
+	return newClogRigOn(t, baseEvery, "dir")
+}
+
+// newClogRigOn is newClogRig with checkpoints in a directory ("dir") or
+// in a bucket of a versitygw ("s3").
+func newClogRigOn(t *testing.T, baseEvery int, storage string) *clogRig {
 	t.Helper()
 	dir := t.TempDir()
 	log := zaptest.NewLogger(t)
-	ck, err := checkpoint.Open(filepath.Join(dir, "ck"), checkpoint.Options{Mode: checkpoint.ModeChangelog, Retain: 10, Logger: log})
-	if err != nil {
-		t.Fatal(err)
+	opts := checkpoint.Options{Mode: checkpoint.ModeChangelog, Retain: 10, Logger: log}
+	var ck checkpoint.Storage
+	var file func(string) string
+	if storage == "s3" {
+		srv := s3test.Start(t)
+		s3, err := checkpoint.OpenStorage(context.Background(), srv.Location("ck"), opts, checkpoint.S3Config{Endpoint: "http://" + srv.Endpoint,
+			PathStyle: true, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck = s3
+		// The POSIX back end keeps each object as a file.
+		file = func(rel string) string { return filepath.Join(srv.Dir, "root", srv.Bucket, "ck", filepath.FromSlash(rel)) }
+	} else {
+		d, err := checkpoint.Open(filepath.Join(dir, "ck"), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck = d
+		file = func(rel string) string { return filepath.Join(d.Dir(), filepath.FromSlash(rel)) }
 	}
 	e := NewEngine(Config{Topic: "in", DataDir: filepath.Join(dir, "data"), Job: map[string]string{"operator": "test/v1"},
 		Logger: log, ChangelogBaseEvery: baseEvery, ChangelogMaxRatio: -1}, nil, nil, nil, ck)
@@ -49,7 +76,7 @@ func newClogRig(t *testing.T, baseEvery int) *clogRig {
 	t.Cleanup(func() { st.Close() })
 	ps := &partState{p: 0, store: st, ov: newOverlay(st), lastSnapOffset: -1}
 	e.parts[0] = ps
-	return &clogRig{t: t, dir: dir, ck: ck, e: e, ps: ps, rng: rand.New(rand.NewSource(1)), keys: 200, states: map[int64]map[string]string{}}
+	return &clogRig{t: t, dir: dir, ck: ck, file: file, e: e, ps: ps, rng: rand.New(rand.NewSource(1)), keys: 200, states: map[int64]map[string]string{}}
 }
 
 // epoch commits records records: each sets or deletes a random key.
@@ -148,8 +175,15 @@ func sameState(t *testing.T, got, want map[string]string) {
 // TestChangelogRestoreEqualsLive: a base plus its segments restores
 // exactly the state of the store that processed the same epochs (sets,
 // deletes, expiry), with no replay; a base is written every 4 snapshots.
+// In a directory and in object storage.
 func TestChangelogRestoreEqualsLive(t *testing.T) {
-	r := newClogRig(t, 4)
+	for _, storage := range []string{"dir", "s3"} {
+		t.Run(storage, func(t *testing.T) { testChangelogRestoreEqualsLive(t, storage) })
+	}
+}
+
+func testChangelogRestoreEqualsLive(t *testing.T, storage string) {
+	r := newClogRigOn(t, 4, storage)
 	var modes []string
 	r.e.stats.OnSnapshot(func(si SnapshotInfo) { modes = append(modes, si.Mode) })
 	for round := 0; round < 7; round++ {
@@ -186,7 +220,7 @@ func TestChangelogRestoreEqualsLive(t *testing.T) {
 
 	// A damaged last segment: restore stops before it and the plan
 	// replays from there.
-	p := filepath.Join(r.ck.Dir(), filepath.FromSlash(segs[1].Path))
+	p := r.file(segs[1].Path)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
