@@ -580,6 +580,7 @@ func (s *Store) AppendSegment(ctx context.Context, data []byte) (Segment, error)
 	if err := syncDir(dir); err != nil {
 		return Segment{}, fmt.Errorf("checkpoint: append segment %s/%s: %w", tp, g.Name(), err)
 	}
+	appendedSegment(ctx, s, s.log, g)
 	return s.listed(g, final), nil
 }
 

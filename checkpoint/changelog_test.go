@@ -304,3 +304,75 @@ func TestChangelogGCOrphanGrace(t *testing.T) {
 		t.Fatalf("orphan change log still there: %v", err)
 	}
 }
+
+// TestChangelogRetention: in changelog mode retention counts recovery
+// points (a base, and each segment of its chain), not bases: with
+// retention 3 an older base and its log stay while the newest base has
+// fewer than two segments, and go, as a segment is appended, once the
+// newest base and two segments are the three newest points.
+func TestChangelogRetention(t *testing.T) {
+	t.Run("dir", func(t *testing.T) {
+		dir := t.TempDir()
+		testChangelogRetention(t, newStore(t, filepath.Join(dir, "ck"), Options{Mode: ModeChangelog, Retain: 3, Grace: -1}))
+	})
+	t.Run("s3", func(t *testing.T) {
+		srv := s3test.Start(t)
+		testChangelogRetention(t, newS3(t, srv, "clog", Options{Mode: ModeChangelog, Retain: 3, Grace: -1}))
+	})
+}
+
+func testChangelogRetention(t *testing.T, s Storage) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	db := openDB(t, filepath.Join(tmp, "live"))
+	defer db.Close()
+	bases := func() []string {
+		metas, err := s.List(tp0.Topic, tp0.Partition)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range metas {
+			ids = append(ids, m.ID)
+		}
+		return ids
+	}
+	appendSeg := func(base string, seq, from int64) int64 {
+		t.Helper()
+		data, _ := encodeSeg(t, base, seq, from, segBody(from, 1))
+		g, err := s.AppendSegment(ctx, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Last
+	}
+	put(t, db, 0, 100, "a", 20)
+	a, _ := publishTo(t, s, tp0, 100, stage(t, db, tmp))
+	pos := int64(100)
+	for seq := int64(1); seq <= 4; seq++ {
+		pos = appendSeg(a.ID, seq, pos)
+	}
+	if got := bases(); len(got) != 1 {
+		t.Fatalf("bases %v: one base and its 4 segments are 5 points, all of one base", got)
+	}
+	put(t, db, 100, 200, "b", 20)
+	b, _ := publishTo(t, s, tp0, pos, stage(t, db, tmp))
+	pos = b.Offset
+	pos = appendSeg(b.ID, 1, pos)
+	if got := bases(); len(got) != 2 {
+		t.Fatalf("bases %v after the new base and 1 segment: the old base holds the third newest point", got)
+	}
+	if segs, _ := s.Segments(tp0.Topic, tp0.Partition, a.ID); len(segs) != 4 {
+		t.Fatalf("the retained old base has %d segments, want 4", len(segs))
+	}
+	appendSeg(b.ID, 2, pos)
+	if got := bases(); len(got) != 1 || got[0] != b.ID {
+		t.Fatalf("bases %v after the new base and 2 segments: want only %s", got, b.ID)
+	}
+	if segs, err := s.Segments(tp0.Topic, tp0.Partition, a.ID); err != nil || len(segs) != 0 {
+		t.Fatalf("the dropped base's log: %v, %v", segs, err)
+	}
+	if segs, err := s.Segments(tp0.Topic, tp0.Partition, b.ID); err != nil || len(segs) != 2 {
+		t.Fatalf("the retained base's log: %v, %v", segs, err)
+	}
+}

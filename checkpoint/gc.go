@@ -163,7 +163,7 @@ func (s *Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keepID
 	dropped := map[string]bool{}
 	if s.retain >= 0 {
 		var drop []Meta
-		kept, drop = retention(sc.metas, keepID, s.retain)
+		kept, drop = retention(sc.metas, keepID, s.retain, recoveryPoints(s.Segments))
 		for i := len(drop) - 1; i >= 0; i-- { // oldest first
 			if err := ctx.Err(); err != nil {
 				return err
@@ -218,7 +218,12 @@ func (s *Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keepID
 }
 
 // retention splits metas (newest first) into the snapshots to keep and to
-// drop (both newest first), keeping the retain newest and always keepID.
+// drop (both newest first), keeping the snapshots that hold the retain
+// newest recovery points, and always keepID. points counts the recovery
+// points of a snapshot: 1, or in changelog mode the base plus each
+// segment of its chain, so retention 3 keeps a base only while it or its
+// segments are among the 3 newest points (an older base and its log go
+// once a newer base has two segments), not three bases and their logs.
 //
 // Snapshots of another topic incarnation or cluster (CheckSource) than the
 // reference snapshot (keepID, the one just published, or else the most
@@ -230,7 +235,7 @@ func (s *Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keepID
 // superset of what a single budget keeps: the old source's retain newest
 // snapshots stay until removed by hand (they are the right ones if it is
 // this process that is pointed at the wrong topic or cluster).
-func retention(metas []Meta, keepID string, retain int) (kept, drop []Meta) {
+func retention(metas []Meta, keepID string, retain int, points func(Meta) int) (kept, drop []Meta) {
 	var ref *Meta // defines the current source
 	for i := range metas {
 		m := &metas[i]
@@ -245,7 +250,7 @@ func retention(metas []Meta, keepID string, retain int) (kept, drop []Meta) {
 	}
 	budget := map[bool]int{true: retain, false: retain}
 	if keepID != "" && ref != nil {
-		budget[true]-- // ref is keepID, kept whatever its rank
+		budget[true] -= points(*ref) // ref is keepID, kept whatever its rank
 	}
 	for _, m := range metas {
 		same := ref == nil || CheckSource("", m.Source(), ref.Source()) == nil
@@ -254,7 +259,7 @@ func retention(metas []Meta, keepID string, retain int) (kept, drop []Meta) {
 			kept = append(kept, m)
 		case budget[same] > 0:
 			kept = append(kept, m)
-			budget[same]--
+			budget[same] -= points(m)
 		default:
 			drop = append(drop, m)
 		}

@@ -70,6 +70,40 @@ func publishPartition(ctx context.Context, p partitioned, log *zap.Logger, where
 	return m, st, nil
 }
 
+// recoveryPoints counts, for retention, the recovery points a snapshot
+// provides with segments listing the change logs: 1 for a snapshot, and
+// for a changelog base 1 plus the contiguous segments of its chain. A log
+// that cannot be listed counts as none, which keeps more, never less.
+func recoveryPoints(segments func(topic string, partition int32, base string) ([]Segment, error)) func(Meta) int {
+	return func(m Meta) int {
+		if m.Mode != ModeChangelog {
+			return 1
+		}
+		segs, err := segments(m.Topic, m.Partition, m.ID)
+		if err != nil {
+			return 1
+		}
+		return 1 + len(Chain(m.Offset, segs))
+	}
+}
+
+// appendedSegment applies retention to the partition of a segment just
+// appended: with it an older base and its log may have left the retained
+// recovery points. A failure is logged: the segment is durable.
+func appendedSegment(ctx context.Context, p partitioned, log *zap.Logger, g Segment) {
+	if ctx.Err() != nil {
+		return
+	}
+	tp := TopicPartition{Topic: g.Topic, Partition: g.Partition}
+	l := p.partLock(tp)
+	l.Lock()
+	defer l.Unlock()
+	var rep GCReport
+	if err := p.gcPartitionLocked(ctx, tp, g.Base, false, &rep); err != nil {
+		log.Warn("checkpoint: retention/GC after a change-log segment failed", zap.String("partition", tp.String()), zap.Error(err))
+	}
+}
+
 // gcPartitions runs retention and GC on every partition that appears in
 // any of lists (snapshots, pool, change log), each under its lock, sorted;
 // it returns one error per partition that failed, or ctx's error.

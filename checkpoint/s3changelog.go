@@ -33,6 +33,7 @@ func (s *S3Store) AppendSegment(ctx context.Context, data []byte) (Segment, erro
 		return Segment{}, fmt.Errorf("checkpoint: append segment to %s: %w", s.url(rel), err)
 	}
 	g.Path, g.Size = rel, int64(len(data))
+	appendedSegment(ctx, s, s.log, g)
 	return g, nil
 }
 

@@ -77,7 +77,7 @@ func (s *S3Store) gcPartitionLocked(ctx context.Context, tp TopicPartition, keep
 	dropped := map[string]bool{}
 	if s.retain >= 0 {
 		var drop []Meta
-		kept, drop = retention(sc.metas, keepID, s.retain)
+		kept, drop = retention(sc.metas, keepID, s.retain, recoveryPoints(s.Segments))
 		for i := len(drop) - 1; i >= 0; i-- { // oldest first
 			if err := ctx.Err(); err != nil {
 				return err
