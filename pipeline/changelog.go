@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 
@@ -272,6 +273,8 @@ const ingestGroupBytes = 32 << 20
 // that cannot be read or does not verify ends the chain after the ones
 // before it were applied; its error is returned with how many were.
 func applyChain(ctx context.Context, store *Store, n int, read func(i int) (*checkpoint.SegmentData, error)) (int, error) {
+	ra := startReadAhead(ctx, store.dir+".segments", n, read)
+	defer ra.stop()
 	applied := 0
 	var group []*checkpoint.SegmentData
 	size := 0
@@ -287,31 +290,126 @@ func applyChain(ctx context.Context, store *Store, n int, read func(i int) (*che
 		return nil
 	}
 	for i := 0; i < n; i++ {
-		d, err := read(i)
+		sg, err := ra.next()
 		if err != nil {
 			if ferr := flush(); ferr != nil {
 				return applied, ferr
 			}
 			return applied, err
 		}
-		if d.Table() != nil {
+		if sg.table != "" {
 			if err := flush(); err != nil {
 				return applied, err
 			}
-			if err := ingestTable(ctx, store, d); err != nil {
+			if err := ingestFile(ctx, store, sg.table); err != nil {
+				return applied, fmt.Errorf("segment %d of base %s: %w", sg.d.Seq, sg.d.Base, err)
+			}
+			if err := setPosition(store, sg.d.Last); err != nil {
 				return applied, err
 			}
 			applied++
 			continue
 		}
-		group = append(group, d)
-		if size += int(d.BodyBytes); size >= ingestGroupBytes {
+		group = append(group, sg.d)
+		if size += int(sg.d.BodyBytes); size >= ingestGroupBytes {
 			if err := flush(); err != nil {
 				return applied, err
 			}
 		}
 	}
 	return applied, flush()
+}
+
+// segmentsAhead is how many segments a restore reads ahead of the one it
+// applies: the next download or file read, and writing its table to a
+// file, overlap the ingest.
+const segmentsAhead = 2
+
+// staged is a segment read ahead: a table segment's table is already in
+// a file (table), a records segment's data in memory.
+type staged struct {
+	d     *checkpoint.SegmentData
+	table string
+}
+
+// readAhead reads segments 0, 1, ... of a chain on its own goroutine, up
+// to segmentsAhead ahead of the applier, writing each table into dir. It
+// stops at the first error, which the applier gets in its turn.
+type readAhead struct {
+	ch     chan staged
+	errc   chan error
+	cancel context.CancelFunc
+	done   chan struct{}
+	dir    string
+	made   bool // dir exists (the reading goroutine's)
+}
+
+func startReadAhead(ctx context.Context, dir string, n int, read func(i int) (*checkpoint.SegmentData, error)) *readAhead {
+	ctx, cancel := context.WithCancel(ctx)
+	ra := &readAhead{ch: make(chan staged, segmentsAhead-1), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{}), dir: dir}
+	go func() {
+		defer close(ra.done)
+		for i := 0; i < n; i++ {
+			sg, err := ra.stage(i, read)
+			if err != nil {
+				ra.errc <- err
+				return
+			}
+			select {
+			case ra.ch <- sg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ra
+}
+
+func (ra *readAhead) stage(i int, read func(i int) (*checkpoint.SegmentData, error)) (staged, error) {
+	d, err := read(i)
+	if err != nil {
+		return staged{}, err
+	}
+	t := d.Table()
+	if t == nil {
+		return staged{d: d}, nil
+	}
+	if !ra.made {
+		if err := os.MkdirAll(ra.dir, 0o750); err != nil {
+			return staged{}, err
+		}
+		ra.made = true
+	}
+	path := filepath.Join(ra.dir, strconv.FormatInt(d.Seq, 10)+".sst")
+	if err := os.WriteFile(path, t, 0o640); err != nil {
+		return staged{}, fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
+	}
+	// The table is in the file now: keep the header only.
+	return staged{d: &checkpoint.SegmentData{Segment: d.Segment}, table: path}, nil
+}
+
+// next returns the next segment in chain order.
+func (ra *readAhead) next() (staged, error) {
+	select {
+	case sg := <-ra.ch:
+		return sg, nil
+	case err := <-ra.errc:
+		// Segments read before the error come first.
+		select {
+		case sg := <-ra.ch:
+			ra.errc <- err
+			return sg, nil
+		default:
+			return staged{}, err
+		}
+	}
+}
+
+// stop ends the reading and removes the tables not ingested.
+func (ra *readAhead) stop() {
+	ra.cancel()
+	<-ra.done
+	_ = os.RemoveAll(ra.dir)
 }
 
 type change struct {
@@ -377,19 +475,6 @@ func ingestSegments(ctx context.Context, store *Store, group []*checkpoint.Segme
 		}
 	}
 	return setPosition(store, last.Last)
-}
-
-// ingestTable ingests a table segment and records its position.
-func ingestTable(ctx context.Context, store *Store, d *checkpoint.SegmentData) error {
-	path := store.dir + ".ingest-" + strconv.FormatInt(d.Seq, 10) + ".sst"
-	if err := os.WriteFile(path, d.Table(), 0o640); err != nil {
-		_ = os.Remove(path)
-		return fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
-	}
-	if err := ingestFile(ctx, store, path); err != nil {
-		return fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
-	}
-	return setPosition(store, d.Last)
 }
 
 // ingestFile ingests the table at path into store and removes the path

@@ -19,9 +19,9 @@ import (
 // to one partition as the loop applies committed epochs, snapshots taken
 // and published as at the interval.
 type clogRig struct {
-	t    *testing.T
-	dir  string
-	ck   checkpoint.Storage
+	t   *testing.T
+	dir string
+	ck  checkpoint.Storage
 	// file is where the storage keeps an object (its path relative to
 	// the storage's location) on local disk.
 	file func(rel string) string
@@ -56,7 +56,9 @@ func newClogRigOn(t *testing.T, baseEvery int, storage string) *clogRig {
 		}
 		ck = s3
 		// The POSIX back end keeps each object as a file.
-		file = func(rel string) string { return filepath.Join(srv.Dir, "root", srv.Bucket, "ck", filepath.FromSlash(rel)) }
+		file = func(rel string) string {
+			return filepath.Join(srv.Dir, "root", srv.Bucket, "ck", filepath.FromSlash(rel))
+		}
 	} else {
 		d, err := checkpoint.Open(filepath.Join(dir, "ck"), opts)
 		if err != nil {
@@ -389,5 +391,10 @@ func TestApplyChainMixed(t *testing.T) {
 	}
 	if off, _ := again.Offset(); off != segs[2].Last {
 		t.Fatalf("position %d after 3 segments, want %d", off, segs[2].Last)
+	}
+	for _, st := range []*Store{restored, again} {
+		if _, err := os.Stat(st.dir + ".segments"); !os.IsNotExist(err) {
+			t.Fatalf("tables read ahead were left in %s.segments: %v", st.dir, err)
+		}
 	}
 }

@@ -25,10 +25,21 @@ import (
 	"github.com/txstream/txstream/test/s3test"
 )
 
-// ckcBaseEvery is the changelog mode's base cadence in this benchmark
-// (the consumer's default): rounds 1..ckcBaseEvery-1 write segments,
-// round ckcBaseEvery a base, so a run covers one whole base cycle.
-const ckcBaseEvery = pipeline.DefaultChangelogBaseEvery
+// ckcBaseEveryFor is the changelog mode's base cadence in this benchmark:
+// the consumer's default (--changelog-base-every), or
+// BENCH_CHANGELOG_BASE_EVERY. Rounds 1..N-1 write segments, round N a
+// base, so a run covers one whole base cycle.
+func ckcBaseEveryFor(b *testing.B) int {
+	v := os.Getenv("BENCH_CHANGELOG_BASE_EVERY")
+	if v == "" {
+		return pipeline.DefaultChangelogBaseEvery
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 2 {
+		b.Fatalf("BENCH_CHANGELOG_BASE_EVERY=%q: want a count of at least 2", v)
+	}
+	return n
+}
 
 // BenchmarkCheckpointChangelog drives the three modes side by side on
 // identical input, like BenchmarkCheckpoint: a store of N accounts (the
@@ -70,10 +81,11 @@ func BenchmarkCheckpointChangelog(b *testing.B) {
 		frac = p / 100
 	}
 	storages := ckcStorages(b)
+	ckcBaseEvery := ckcBaseEveryFor(b)
 	for _, size := range ckbSizes(b) {
 		b.Run(size.label, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				ckcRun(b, root, size.accounts, frac, storages)
+				ckcRun(b, root, size.accounts, frac, storages, ckcBaseEvery)
 			}
 		})
 	}
@@ -127,12 +139,13 @@ type ckcMode struct {
 	bytes     []int64 // per round 1..N
 	durableMs []float64
 	dir       int64
+	dirs      []int64 // after each round
 	restoreMs float64
 	segments  int // changelog: segments the restore applied
 	last      checkpoint.Meta
 }
 
-func ckcRun(b *testing.B, root string, accounts int, frac float64, storages []string) {
+func ckcRun(b *testing.B, root string, accounts int, frac float64, storages []string, ckcBaseEvery int) {
 	b.StopTimer()
 	v := ckbVariant{Name: "production"}
 	base := ckbBuild(b, root, nil, accounts, v)
@@ -206,7 +219,7 @@ func ckcRun(b *testing.B, root string, accounts int, frac float64, storages []st
 	snapshot := func(round int) {
 		// Every storage's chain has the same segments, so one decision.
 		c0 := chains[0]
-		needBase := round == 0 || c0.seq+1 >= ckcBaseEvery ||
+		needBase := round == 0 || c0.seq+1 >= int64(ckcBaseEvery) ||
 			float64(c0.logBytes+int64(cur.Len())) > pipeline.DefaultChangelogMaxRatio*float64(st.Size())
 		staging, pause := checkpointNow()
 		for k := range storages {
@@ -361,6 +374,9 @@ func ckcRun(b *testing.B, root string, accounts int, frac float64, storages []st
 			db = st.DB()
 		}
 		snapshot(round)
+		for i := range modes {
+			modes[i].dirs = append(modes[i].dirs, ckbDirBytes(dirs[i]))
+		}
 	}
 	for i := range stores {
 		modes[i].dir = ckbDirBytes(dirs[i])
@@ -374,8 +390,11 @@ func ckcRun(b *testing.B, root string, accounts int, frac float64, storages []st
 		b.ReportMetric(float64(m.dir)/1e6, name+"-dir-MB")
 		b.ReportMetric(m.restoreMs, name+"-restore-ms")
 		b.ReportMetric(ckbMedian(m.pauseMs), name+"-pause-ms")
-		b.Logf("%d accounts, live %.1f MB, %s %s: %.2f MB written per snapshot (%.1f%% of full; per round %s MB), pause median %.1f ms max %.1f ms, durable median %.0f ms, dir %.1f MB (retention %d), restore %.0f ms (%d segments applied)",
-			accounts, liveMB, m.storage, m.name, mb, 100*mb/fullMB, fmtMB(m.bytes), ckbMedian(m.pauseMs), slices.Max(m.pauseMs), ckbMedian(m.durableMs), float64(m.dir)/1e6, ckbRetain, m.restoreMs, m.segments)
+		b.ReportMetric(ckbMeanI(m.dirs)/1e6, name+"-dir-mean-MB")
+		b.Logf("%d accounts, live %.1f MB, %s %s: %.2f MB written per snapshot (%.1f%% of full; per round %s MB), pause median %.1f ms max %.1f ms, durable median %.0f ms, dir %.1f MB at the end, mean %.1f MB max %.1f MB over the rounds (%.0f%% / %.0f%% of full's; retention %d; per round %s MB), restore %.0f ms (%d segments applied)",
+			accounts, liveMB, m.storage, m.name, mb, 100*mb/fullMB, fmtMB(m.bytes), ckbMedian(m.pauseMs), slices.Max(m.pauseMs), ckbMedian(m.durableMs),
+			float64(m.dir)/1e6, ckbMeanI(m.dirs)/1e6, float64(slices.Max(m.dirs))/1e6, 100*ckbMeanI(m.dirs)/ckbMeanI(modes[0].dirs), 100*float64(slices.Max(m.dirs))/float64(slices.Max(modes[0].dirs)),
+			ckbRetain, fmtMB(m.dirs), m.restoreMs, m.segments)
 	}
 }
 

@@ -63,38 +63,7 @@ func TestTwoConsumersHandOver(t *testing.T) {
 	if len(bOwned) == 0 {
 		t.Fatalf("cannot tell which partitions b owned: %s", owned)
 	}
-	tookOver := func() (missing []int32) {
-		for p := range bOwned {
-			took := false
-			for _, line := range strings.Split(grepLines(a.log.String(), "recovering partition", 50), "\n") {
-				var ev struct {
-					TS        time.Time `json:"ts"`
-					Partition int32     `json:"partition"`
-				}
-				if json.Unmarshal([]byte(line), &ev) == nil && ev.Partition == p && ev.TS.After(killedAt) {
-					took = true
-				}
-			}
-			if !took {
-				missing = append(missing, p)
-			}
-		}
-		return missing
-	}
-	for deadline := time.Now().Add(3 * time.Minute); len(tookOver()) > 0; time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) || a.exited() {
-			t.Fatalf("survivor never recovered b's partitions %v after the kill (exited: %v):\n%s",
-				tookOver(), a.exited(), grepLines(a.log.String(), `"level":"`, 60))
-		}
-	}
-	t.Logf("survivor took over b's partitions %v %v after the kill", owned, time.Since(killedAt).Round(time.Millisecond))
-	if err := waitCommitted(broker.Addr, "txstream", int64(len(ds.lines)), 3*time.Minute, func() {}); err != nil {
-		t.Fatalf("%v; survivor log tail:\n%s", err, tail(a.log.String(), 4000))
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	if !a.wait(time.Minute) {
-		t.Fatalf("survivor did not stop within a minute of SIGTERM; log tail:\n%s", tail(a.log.String(), 4000))
-	}
+	finishAfterTakeover(t, a, bOwned, killedAt, broker.Addr, int64(len(ds.lines)))
 	if a.code != 0 {
 		t.Fatalf("survivor exited %d on SIGTERM; log tail:\n%s", a.code, tail(a.log.String(), 4000))
 	}
@@ -134,3 +103,44 @@ func ownedPartitions(log string) map[int32]bool {
 }
 
 func ownsPartitions(log string) bool { return len(ownedPartitions(log)) > 0 }
+
+// finishAfterTakeover waits until the survivor a has recovered each of
+// the killed member's partitions (owned) after killedAt and the group has
+// committed total records, then stops a with SIGTERM and waits for it. It
+// does not rely on an idle timeout, which a slow takeover on a loaded
+// machine could outrun.
+func finishAfterTakeover(t *testing.T, a *consumerProc, owned map[int32]bool, killedAt time.Time, broker string, total int64) {
+	t.Helper()
+	tookOver := func() (missing []int32) {
+		for p := range owned {
+			took := false
+			for _, line := range strings.Split(grepLines(a.log.String(), "recovering partition", 50), "\n") {
+				var ev struct {
+					TS        time.Time `json:"ts"`
+					Partition int32     `json:"partition"`
+				}
+				if json.Unmarshal([]byte(line), &ev) == nil && ev.Partition == p && ev.TS.After(killedAt) {
+					took = true
+				}
+			}
+			if !took {
+				missing = append(missing, p)
+			}
+		}
+		return missing
+	}
+	for deadline := time.Now().Add(3 * time.Minute); len(tookOver()) > 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) || a.exited() {
+			t.Fatalf("survivor never recovered partitions %v after the kill (exited: %v):\n%s",
+				tookOver(), a.exited(), grepLines(a.log.String(), `"level":"`, 60))
+		}
+	}
+	t.Logf("survivor took over partitions %v %v after the kill", owned, time.Since(killedAt).Round(time.Millisecond))
+	if err := waitCommitted(broker, "txstream", total, 3*time.Minute, func() {}); err != nil {
+		t.Fatalf("%v; survivor log tail:\n%s", err, tail(a.log.String(), 4000))
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	if !a.wait(time.Minute) {
+		t.Fatalf("survivor did not stop within a minute of SIGTERM; log tail:\n%s", tail(a.log.String(), 4000))
+	}
+}

@@ -31,7 +31,7 @@ func TestS3HandOverThroughBucket(t *testing.T) {
 	prodErr := make(chan error, 1)
 	go func() { prodErr <- produceRaw(ctx, broker.Addr, ds.lines, 10_000) }() // 6 s of live input
 
-	extra := []string{"--checkpoint-dir", loc, "--session-timeout", "6s", "--rebalance-timeout", "15s", "--exit-when-idle", "12s"}
+	extra := []string{"--checkpoint-dir", loc, "--session-timeout", "6s", "--rebalance-timeout", "15s"}
 	a := startConsumer(t, bins, srv.Env(), consumerArgs(broker.Addr, t.TempDir(), "a", extra...)...)
 	b := startConsumer(t, bins, srv.Env(), consumerArgs(broker.Addr, t.TempDir(), "b", extra...)...)
 
@@ -64,11 +64,9 @@ func TestS3HandOverThroughBucket(t *testing.T) {
 	if err := <-prodErr; err != nil {
 		t.Fatal(err)
 	}
-	if !a.wait(3 * time.Minute) {
-		t.Fatalf("survivor did not finish; log tail:\n%s", tail(a.log.String(), 4000))
-	}
+	finishAfterTakeover(t, a, bOwned, killedAt, broker.Addr, int64(len(ds.lines)))
 	if a.code != 0 {
-		t.Fatalf("survivor exited %d; log tail:\n%s", a.code, tail(a.log.String(), 4000))
+		t.Fatalf("survivor exited %d on SIGTERM; log tail:\n%s", a.code, tail(a.log.String(), 4000))
 	}
 	fromSnapshot := 0
 	for p := range bOwned {
