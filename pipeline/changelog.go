@@ -42,7 +42,7 @@ import (
 
 // Changelog defaults.
 const (
-	DefaultChangelogBaseEvery    = 10
+	DefaultChangelogBaseEvery    = 12
 	DefaultChangelogMaxRatio     = 0.5
 	DefaultChangelogBufferBytes  = 64 << 20
 	DefaultChangelogSegmentBytes = 16 << 20

@@ -136,7 +136,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "epoch length: how often output and offsets are committed (output latency)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second, "how often state is snapshotted (durability cost; recovery replays at most this much)")
 	fs.StringVar(&c.checkpointDir, "checkpoint-dir", "./checkpoints", "where snapshots are kept: a directory (may be on another filesystem, a mounted volume) or s3://bucket/prefix on S3-compatible object storage (see the --s3-* settings)")
-	fs.IntVar(&c.checkpointRetain, "checkpoint-retain", 3, "snapshots kept per partition")
+	fs.IntVar(&c.checkpointRetain, "checkpoint-retain", 3, "recovery points kept per partition (changelog mode: a base and each of its segments count one each)")
 	fs.StringVar(&c.checkpointMode, "checkpoint-mode", "incremental", "snapshot mode: full (copy every file each time), incremental (share immutable files) or changelog (a base, an incremental snapshot, now and then; in between each snapshot appends the committed epochs' state changes to a change log)")
 	fs.IntVar(&c.clogBaseEvery, "changelog-base-every", pipeline.DefaultChangelogBaseEvery, "changelog mode: a base every N snapshots of a partition (1: every snapshot is a base)")
 	fs.Float64Var(&c.clogMaxRatio, "changelog-max-ratio", pipeline.DefaultChangelogMaxRatio, "changelog mode: also write a base when the change log since the last one passes this fraction of the state store's size (0: no size rule)")
