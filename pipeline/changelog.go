@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -320,95 +321,99 @@ func applyChain(ctx context.Context, store *Store, n int, read func(i int) (*che
 	return applied, flush()
 }
 
-// segmentsAhead is how many segments a restore reads ahead of the one it
-// applies: the next download or file read, and writing its table to a
-// file, overlap the ingest.
-const segmentsAhead = 2
+// segmentsAhead is how many segments a restore reads at once, ahead of
+// the one it applies: downloads (object storage answers each request
+// with a delay), file reads and writing tables to files overlap each
+// other and the ingests.
+const segmentsAhead = 4
 
 // staged is a segment read ahead: a table segment's table is already in
 // a file (table), a records segment's data in memory.
 type staged struct {
 	d     *checkpoint.SegmentData
 	table string
+	err   error
 }
 
-// readAhead reads segments 0, 1, ... of a chain on its own goroutine, up
-// to segmentsAhead ahead of the applier, writing each table into dir. It
-// stops at the first error, which the applier gets in its turn.
+// readAhead reads the segments of a chain up to segmentsAhead at a time
+// and hands them to the applier in chain order, writing each table into
+// dir. The applier gets a read error in its turn; nothing after it is
+// applied.
 type readAhead struct {
-	ch     chan staged
-	errc   chan error
+	res    []chan staged
+	slots  chan struct{}
 	cancel context.CancelFunc
+	wg     sync.WaitGroup
 	done   chan struct{}
 	dir    string
-	made   bool // dir exists (the reading goroutine's)
+	ctx    context.Context
+	pos    int // the next segment the applier takes
 }
 
 func startReadAhead(ctx context.Context, dir string, n int, read func(i int) (*checkpoint.SegmentData, error)) *readAhead {
 	ctx, cancel := context.WithCancel(ctx)
-	ra := &readAhead{ch: make(chan staged, segmentsAhead-1), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{}), dir: dir}
+	ra := &readAhead{res: make([]chan staged, n), slots: make(chan struct{}, segmentsAhead), cancel: cancel, done: make(chan struct{}), dir: dir, ctx: ctx}
+	for i := range ra.res {
+		ra.res[i] = make(chan staged, 1)
+	}
+	mkdir := sync.OnceValue(func() error { return os.MkdirAll(dir, 0o750) })
 	go func() {
 		defer close(ra.done)
 		for i := 0; i < n; i++ {
-			sg, err := ra.stage(i, read)
-			if err != nil {
-				ra.errc <- err
-				return
-			}
 			select {
-			case ra.ch <- sg:
+			case ra.slots <- struct{}{}: // released when the applier takes a segment
 			case <-ctx.Done():
 				return
 			}
+			ra.wg.Add(1)
+			go func(i int) {
+				defer ra.wg.Done()
+				ra.res[i] <- stage(read, i, dir, mkdir)
+			}(i)
 		}
 	}()
 	return ra
 }
 
-func (ra *readAhead) stage(i int, read func(i int) (*checkpoint.SegmentData, error)) (staged, error) {
+// stage reads segment i and, for a table, writes it into dir.
+func stage(read func(i int) (*checkpoint.SegmentData, error), i int, dir string, mkdir func() error) staged {
 	d, err := read(i)
 	if err != nil {
-		return staged{}, err
+		return staged{err: err}
 	}
 	t := d.Table()
 	if t == nil {
-		return staged{d: d}, nil
+		return staged{d: d}
 	}
-	if !ra.made {
-		if err := os.MkdirAll(ra.dir, 0o750); err != nil {
-			return staged{}, err
-		}
-		ra.made = true
+	if err := mkdir(); err != nil {
+		return staged{err: err}
 	}
-	path := filepath.Join(ra.dir, strconv.FormatInt(d.Seq, 10)+".sst")
+	path := filepath.Join(dir, strconv.FormatInt(d.Seq, 10)+".sst")
 	if err := os.WriteFile(path, t, 0o640); err != nil {
-		return staged{}, fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)
+		return staged{err: fmt.Errorf("segment %d of base %s: %w", d.Seq, d.Base, err)}
 	}
 	// The table is in the file now: keep the header only.
-	return staged{d: &checkpoint.SegmentData{Segment: d.Segment}, table: path}, nil
+	return staged{d: &checkpoint.SegmentData{Segment: d.Segment}, table: path}
 }
 
 // next returns the next segment in chain order.
 func (ra *readAhead) next() (staged, error) {
 	select {
-	case sg := <-ra.ch:
-		return sg, nil
-	case err := <-ra.errc:
-		// Segments read before the error come first.
-		select {
-		case sg := <-ra.ch:
-			ra.errc <- err
-			return sg, nil
-		default:
-			return staged{}, err
-		}
+	case sg := <-ra.res[ra.pos]:
+		ra.pos++
+		<-ra.slots
+		return sg, sg.err
+	case <-ra.ctx.Done(): // the read may never have started
+		return staged{}, ra.ctx.Err()
 	}
 }
 
-// stop ends the reading and removes the tables not ingested.
+// stop ends the reading, waits for the reads in flight and removes the
+// tables not ingested.
 func (ra *readAhead) stop() {
 	ra.cancel()
 	<-ra.done
+	ra.wg.Wait()
 	_ = os.RemoveAll(ra.dir)
 }
 
