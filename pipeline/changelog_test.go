@@ -178,13 +178,23 @@ func sameState(t *testing.T, got, want map[string]string) {
 // exactly the state of the store that processed the same epochs (sets,
 // deletes, expiry), with no replay; a base is written every 4 snapshots.
 // In a directory and in object storage.
+// Segments are written as records (small) and as tables (tableMinBytes
+// lowered to 0).
 func TestChangelogRestoreEqualsLive(t *testing.T) {
 	for _, storage := range []string{"dir", "s3"} {
-		t.Run(storage, func(t *testing.T) { testChangelogRestoreEqualsLive(t, storage) })
+		for _, body := range []string{"records", "tables"} {
+			t.Run(storage+"/"+body, func(t *testing.T) {
+				if body == "tables" {
+					defer func(n int) { tableMinBytes = n }(tableMinBytes)
+					tableMinBytes = 0
+				}
+				testChangelogRestoreEqualsLive(t, storage, body)
+			})
+		}
 	}
 }
 
-func testChangelogRestoreEqualsLive(t *testing.T, storage string) {
+func testChangelogRestoreEqualsLive(t *testing.T, storage, body string) {
 	r := newClogRigOn(t, 4, storage)
 	var modes []string
 	r.e.stats.OnSnapshot(func(si SnapshotInfo) { modes = append(modes, si.Mode) })
@@ -213,6 +223,12 @@ func testChangelogRestoreEqualsLive(t *testing.T, storage string) {
 	segs, err := r.ck.Segments("in", 0, pl.Snapshot.ID)
 	if err != nil || len(segs) != 2 {
 		t.Fatalf("segments %v, %v", segs, err)
+	}
+	for _, g := range segs {
+		d, err := r.ck.ReadSegment(context.Background(), g)
+		if err != nil || (d.Table() != nil) != (body == "tables") {
+			t.Fatalf("segment %d: table %v (%v), want %s", g.Seq, d.Table() != nil, err, body)
+		}
 	}
 	pl, got = r.recoverAt(segs[1].Last - 1)
 	if len(pl.Segments) != 1 || pl.ReplayFrom != segs[0].Last {
@@ -342,7 +358,10 @@ func TestApplyChainMixed(t *testing.T) {
 		seg := checkpoint.Segment{Topic: "in", Base: "base", Seq: int64(i + 1), First: pos - 150}
 		var data []byte
 		if kind == "table" {
-			data, _, err = EncodeSegment(restored, seg, &body)
+			var table []byte
+			if table, err = segmentTable(restored.db.TableFormat(), &body); err == nil {
+				data, _, err = checkpoint.EncodeTableSegment(seg, &body, table)
+			}
 		} else {
 			data, _, err = checkpoint.EncodeSegment(seg, &body)
 		}
