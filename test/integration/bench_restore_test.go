@@ -22,7 +22,7 @@ import (
 )
 
 // BenchmarkCheckpointRestore builds a store of BENCH_RESTORE_ACCOUNTS
-// accounts (default 8M: about 1 GiB of Pebble files, the same build as
+// accounts (default 14M: about 1.1 GB of Pebble files, the same build as
 // BenchmarkCheckpoint), publishes one full snapshot of it to a local
 // directory and to a versitygw on loopback (POSIX back end on the same
 // disk), then restores it from each, alternating, BENCH_RESTORE_RUNS
@@ -32,11 +32,11 @@ import (
 //
 //	go test -run '^$' -bench CheckpointRestore -benchtime 1x -timeout 60m ./test/integration/
 func BenchmarkCheckpointRestore(b *testing.B) {
-	accounts := 8_000_000
+	accounts := 14_000_000
 	if v := os.Getenv("BENCH_RESTORE_ACCOUNTS"); v != "" {
 		n, err := ckbParseCount(v)
 		if err != nil || n < ckbEpoch {
-			b.Fatalf("BENCH_RESTORE_ACCOUNTS=%q: want a count such as 8M, at least %d", v, ckbEpoch)
+			b.Fatalf("BENCH_RESTORE_ACCOUNTS=%q: want a count such as 14M, at least %d", v, ckbEpoch)
 		}
 		accounts = n
 	}
