@@ -70,7 +70,8 @@ type StoreOptions struct {
 // Pebble options: a 16 MiB memtable, a WAL that is kept (a checkpoint
 // captures the memtable through it, without a flush) but never synced per
 // batch and never recycled, bloom filters on every level, and L0 merged
-// into the base level at 8 sublevels; then o.Tune, if set.
+// into the base level at 8 sublevels, compactions held until Open returns
+// (see openGate); then o.Tune, if set.
 func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	log := o.Logger
 	if log == nil {
@@ -96,6 +97,8 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	// which the hot cache and the key filter keep off most reads.
 	opts.L0CompactionThreshold, opts.L0StopWritesThreshold = 8, 24
 	opts.Cleaner = walNoRecycle{}
+	gate := newOpenGate()
+	opts.Experimental.CompactionScheduler = gate
 	for i := range opts.Levels {
 		// Most reads are misses (a new transaction id is looked up for
 		// dedup): bloom filters answer them without reading blocks.
@@ -109,6 +112,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening state store %s: %w", dir, err)
 	}
+	gate.Open()
 	return &Store{db: db, dir: dir, hot: make(map[string][]byte)}, nil
 }
 
