@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 )
 
@@ -97,6 +98,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	// which the hot cache and the key filter keep off most reads.
 	opts.L0CompactionThreshold, opts.L0StopWritesThreshold = 8, 24
 	opts.Cleaner = walNoRecycle{}
+	opts.FS = noSyncFS{vfs.Default}
 	gate := newOpenGate()
 	opts.Experimental.CompactionScheduler = gate
 	for i := range opts.Levels {
