@@ -2,7 +2,7 @@ package integration
 
 // BenchmarkCheckpointChangelog: full vs incremental vs changelog
 // snapshots of one partition store over a whole base cycle. See
-// docs/BENCHMARKS.md, "Checkpoints: changelog mode".
+// docs/BENCHMARKS.md, "Checkpoints: changelog mode, on a directory and on S3".
 
 import (
 	"context"
