@@ -15,6 +15,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/txstream/txstream/pipeline"
 	"github.com/txstream/txstream/synth"
@@ -61,7 +62,8 @@ func benchRows(tb testing.TB, n int) [][]byte {
 // benchTune: BENCH_TUNE picks Pebble settings to compare with the
 // consumer's (pipeline.OpenStore's): l0-4 (Pebble's default L0 compaction
 // threshold, the consumer's before the L0 setting of aa0288f), l0-16, nocomp-l0 (no block
-// compression in L0 to L2), mem32 (a 32 MiB memtable).
+// compression in L0 to L2), mem32 (a 32 MiB memtable), sync (Pebble's own
+// file system, which syncs, instead of the live store's that does not).
 func benchTune() func(*pebble.Options) {
 	switch os.Getenv("BENCH_TUNE") {
 	case "l0-4":
@@ -78,6 +80,8 @@ func benchTune() func(*pebble.Options) {
 		}
 	case "mem32":
 		return func(o *pebble.Options) { o.MemTableSize = 32 << 20 }
+	case "sync":
+		return func(o *pebble.Options) { o.FS = vfs.Default }
 	}
 	return nil
 }
