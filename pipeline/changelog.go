@@ -246,17 +246,26 @@ func (e *Engine) changelogDone(ps *partState, r snapResult) {
 	}
 }
 
-// applySegments applies the planned change-log segments, in order, on top
-// of the restored base in store. It returns how many were applied; a
-// segment that is missing or does not verify ends it with an error that
-// matches checkpoint.ErrCorrupt (the caller plans again without it and
-// the rest of its chain).
-func (e *Engine) applySegments(ctx context.Context, pl Plan, store *Store) (int, error) {
-	return applyChain(ctx, store, len(pl.Segments), func(i int) (*checkpoint.SegmentData, error) {
+// prefetchSegments starts reading the planned change-log segments into
+// dir+".segments" before the base is restored into dir, so that fetching
+// them (object storage answers each request with a delay) overlaps the
+// base's restore; applySegments then applies what it read. The caller
+// stops it whatever happens.
+func (e *Engine) prefetchSegments(ctx context.Context, pl Plan, dir string) *readAhead {
+	return startReadAhead(ctx, dir+".segments", len(pl.Segments), func(i int) (*checkpoint.SegmentData, error) {
 		sc := pl.Segments[i]
 		return e.ckpt.ReadSegment(ctx, checkpoint.Segment{Topic: e.cfg.Topic, Partition: pl.Partition, Base: pl.Snapshot.ID,
 			Seq: sc.Seq, First: sc.First, Last: sc.Last})
 	})
+}
+
+// applySegments applies the planned change-log segments, read by ra (see
+// prefetchSegments), in order, on top of the restored base in store. It
+// returns how many were applied; a segment that is missing or does not
+// verify ends it with an error that matches checkpoint.ErrCorrupt (the
+// caller plans again without it and the rest of its chain).
+func (e *Engine) applySegments(ctx context.Context, pl Plan, store *Store, ra *readAhead) (int, error) {
+	return applyStaged(ctx, store, ra, len(pl.Segments))
 }
 
 // ingestGroupBytes bounds the records segments (uncompressed) a restore
@@ -276,6 +285,11 @@ const ingestGroupBytes = 32 << 20
 func applyChain(ctx context.Context, store *Store, n int, read func(i int) (*checkpoint.SegmentData, error)) (int, error) {
 	ra := startReadAhead(ctx, store.dir+".segments", n, read)
 	defer ra.stop()
+	return applyStaged(ctx, store, ra, n)
+}
+
+// applyStaged is applyChain's work over segments that ra reads.
+func applyStaged(ctx context.Context, store *Store, ra *readAhead, n int) (int, error) {
 	applied := 0
 	var group []*checkpoint.SegmentData
 	size := 0
@@ -623,6 +637,76 @@ func truncateSegments(cs []SnapshotCandidate, id string, n int) {
 	}
 }
 
+// Restore restores into dir the newest snapshot of w's partition at or
+// below w.MaxOffset that verifies, opens it with o, and in changelog mode
+// applies the change log that continues it, up to maxOffset (see
+// ApplyChangelog). The segments of the newest candidate base are fetched
+// while the base itself is restored, as the engine's recovery does; if
+// another base is restored instead (the newest did not verify), its own
+// segments are read afterwards. It returns the store, the restored
+// snapshot, how many segments were applied and the offset the state
+// reflects; a segment that does not verify ends the chain with its error
+// beside an open store. For offline tools and benchmarks; the engine
+// plans its recovery through PlanRecovery.
+func Restore(ctx context.Context, ck checkpoint.Storage, w checkpoint.Want, dir string, o StoreOptions, maxOffset int64) (*Store, checkpoint.Meta, int, int64, error) {
+	var (
+		guess checkpoint.Meta
+		chain []checkpoint.Segment
+		ra    *readAhead
+	)
+	if metas, err := ck.List(w.Topic, w.Partition); err == nil {
+		for _, m := range metas {
+			foreign := w.TopicID != "" && m.TopicID != "" && m.TopicID != w.TopicID ||
+				w.ClusterID != "" && m.ClusterID != "" && m.ClusterID != w.ClusterID
+			if !foreign && m.Offset <= w.MaxOffset && (guess.ID == "" || m.Offset > guess.Offset) {
+				guess = m
+			}
+		}
+	}
+	if guess.Mode == checkpoint.ModeChangelog {
+		if segs, err := ck.Segments(guess.Topic, guess.Partition, guess.ID); err == nil {
+			chain = changelogChain(guess, segs, maxOffset)
+			ra = startReadAhead(ctx, dir+".segments", len(chain), func(i int) (*checkpoint.SegmentData, error) {
+				return ck.ReadSegment(ctx, chain[i])
+			})
+			defer ra.stop()
+		}
+	}
+	m, err := ck.RestoreFrom(ctx, w, dir)
+	if err != nil {
+		return nil, m, 0, 0, err
+	}
+	st, err := OpenStore(dir, o)
+	if err != nil {
+		return nil, m, 0, 0, err
+	}
+	if ra == nil || m.ID != guess.ID {
+		if ra != nil {
+			ra.stop()
+		}
+		n, reach, err := ApplyChangelog(ctx, ck, st, m, maxOffset)
+		return st, m, n, reach, err
+	}
+	n, err := applyStaged(ctx, st, ra, len(chain))
+	reach := m.Offset
+	if n > 0 {
+		reach = chain[n-1].Last
+	}
+	return st, m, n, reach, err
+}
+
+// changelogChain is the part of base m's log that continues it
+// contiguously and ends at or below maxOffset.
+func changelogChain(m checkpoint.Meta, segs []checkpoint.Segment, maxOffset int64) []checkpoint.Segment {
+	chain := checkpoint.Chain(m.Offset, segs)
+	for i, g := range chain {
+		if g.Last > maxOffset {
+			return chain[:i]
+		}
+	}
+	return chain
+}
+
 // ApplyChangelog applies to st, restored from base m, the segments of m's
 // change log that continue it contiguously and end at or below maxOffset,
 // each verified; it stops at the first that is missing or does not
@@ -638,13 +722,7 @@ func ApplyChangelog(ctx context.Context, ck checkpoint.Storage, st *Store, m che
 	if err != nil {
 		return 0, m.Offset, err
 	}
-	chain := checkpoint.Chain(m.Offset, segs)
-	for i, g := range chain {
-		if g.Last > maxOffset {
-			chain = chain[:i]
-			break
-		}
-	}
+	chain := changelogChain(m, segs, maxOffset)
 	n, err := applyChain(ctx, st, len(chain), func(i int) (*checkpoint.SegmentData, error) { return ck.ReadSegment(ctx, chain[i]) })
 	reach := m.Offset
 	if n > 0 {

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -217,6 +218,17 @@ func testChangelogRestoreEqualsLive(t *testing.T, storage, body string) {
 		t.Fatalf("plan %+v: want the second base, 2 segments, nothing to replay", pl)
 	}
 	sameState(t, got, live)
+
+	// Restore (tools, benchmarks) reaches the same state the same way.
+	rst, rm, rn, reach, err := Restore(context.Background(), r.ck, checkpoint.Want{Topic: "in", MaxOffset: math.MaxInt64},
+		filepath.Join(r.dir, "tool", "store"), StoreOptions{}, math.MaxInt64)
+	if err != nil || rm.ID != pl.Snapshot.ID || rn != 2 || reach != r.ps.next {
+		t.Fatalf("Restore: %s, %d segments, reached %d (%v); want %s, 2, %d", rm.ID, rn, reach, err, pl.Snapshot.ID, r.ps.next)
+	}
+	sameState(t, dumpStore(t, rst), live)
+	if err := rst.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	// A group behind the chain's end (offsets reset) stops before the
 	// segment that passes it.

@@ -145,19 +145,28 @@ func (e *Engine) planAndRestore(ctx context.Context, in RecoveryInput, dir strin
 		if err != nil {
 			return pl, nil, nil, err
 		}
+		var ra *readAhead
+		if len(pl.Segments) > 0 {
+			ra = e.prefetchSegments(ctx, pl, dir)
+		}
 		store, meta, ok, err := e.restore(ctx, pl, dir)
-		if err == nil && ok && len(pl.Segments) > 0 {
-			n, serr := e.applySegments(ctx, pl, store)
-			if serr != nil {
-				_ = store.Close()
-				if !errors.Is(serr, checkpoint.ErrCorrupt) {
-					return pl, nil, nil, fmt.Errorf("restoring partition %d: %w", in.Partition, serr)
-				}
-				e.log.Warn("change-log segment did not verify; planning again without it and the rest of its chain",
-					zap.Int32("partition", in.Partition), zap.String("snapshot", pl.Snapshot.ID), zap.Int64("seq", pl.Segments[n].Seq), zap.Error(serr))
-				truncateSegments(in.Snapshots, pl.Snapshot.ID, n)
-				continue
+		var n int
+		var serr error
+		if err == nil && ok && ra != nil {
+			n, serr = e.applySegments(ctx, pl, store, ra)
+		}
+		if ra != nil {
+			ra.stop()
+		}
+		if serr != nil {
+			_ = store.Close()
+			if !errors.Is(serr, checkpoint.ErrCorrupt) {
+				return pl, nil, nil, fmt.Errorf("restoring partition %d: %w", in.Partition, serr)
 			}
+			e.log.Warn("change-log segment did not verify; planning again without it and the rest of its chain",
+				zap.Int32("partition", in.Partition), zap.String("snapshot", pl.Snapshot.ID), zap.Int64("seq", pl.Segments[n].Seq), zap.Error(serr))
+			truncateSegments(in.Snapshots, pl.Snapshot.ID, n)
+			continue
 		}
 		if err != nil || ok {
 			return pl, store, meta, err

@@ -342,22 +342,17 @@ func inspectCheckpoint(ctx context.Context, store checkpoint.Storage, topic stri
 	defer os.RemoveAll(tmp)
 	dst := filepath.Join(tmp, "store")
 	// The chosen snapshot's ids: if it does not verify, the fallback stays
-	// within the same topic incarnation and cluster.
-	m, err := store.RestoreFrom(ctx, checkpoint.Want{Topic: topic, Partition: p, TopicID: chosen.TopicID,
-		ClusterID: chosen.ClusterID, MaxOffset: chosen.Offset}, dst)
-	if err != nil {
-		return err
-	}
-	if id != "" && m.ID != id {
-		return fmt.Errorf("snapshot %s does not verify; the newest usable one at or below its offset is %s", id, m.ID)
-	}
-	st, err := pipeline.OpenStore(dst, pipeline.StoreOptions{})
-	if err != nil {
+	// within the same topic incarnation and cluster. A base's change log
+	// brings the state to where it ends.
+	st, m, segs, offset, err := pipeline.Restore(ctx, store, checkpoint.Want{Topic: topic, Partition: p, TopicID: chosen.TopicID,
+		ClusterID: chosen.ClusterID, MaxOffset: chosen.Offset}, dst, pipeline.StoreOptions{}, math.MaxInt64)
+	if st == nil {
 		return err
 	}
 	defer st.Close()
-	// A base: its change log brings the state to where it ends.
-	segs, offset, err := pipeline.ApplyChangelog(ctx, store, st, m, math.MaxInt64)
+	if id != "" && m.ID != id {
+		return fmt.Errorf("snapshot %s does not verify; the newest usable one at or below its offset is %s", id, m.ID)
+	}
 	if err != nil {
 		fmt.Fprintf(errw, "consumer checkpoints inspect: the change log of %s stops at offset %d: %v\n", m.ID, offset, err)
 	}
