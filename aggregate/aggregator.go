@@ -25,14 +25,13 @@ const DefaultDedupWindow = 168 * time.Hour
 // Name is the operator's name and state version (pipeline.Operator.Name,
 // and the "operator" compatibility setting of its snapshots).
 //
-// v2 (from v1): the state has a watermark (watermarkKey) and a time index of
-// the dedup entries (x/ keys), dedup entries expire against the watermark
-// and are removed (Expire), and records more than the dedup window behind
-// the watermark are dead-lettered (ReasonLateRecord). A v1 snapshot has
-// neither the watermark nor the index (its dedup entries could never be
-// removed) and v1 decided late records differently, so v1 state is not
-// compatible.
-const Name = "txstream.aggregator/v2"
+// v3 (from v2): dedup entries are keyed by a time bucket of a quarter of
+// the dedup window (dedupKey) and expire a bucket at a time; the time index
+// of v2 (an x/ key per entry, written by every accepted record) is gone.
+// v2 (from v1): the state has a watermark and dedup entries expire against
+// it; records more than the window behind it are dead-lettered. The keys
+// differ, so older state is not compatible.
+const Name = "txstream.aggregator/v3"
 
 // ReasonLateRecord is the dead-letter reason of a record whose time is more
 // than the dedup window behind its partition's watermark: no dedup entry
@@ -58,7 +57,9 @@ type Aggregator struct {
 	schemas      map[string]*txcsv.Schema // header value -> schema, bounded
 	hashOrder    map[*txcsv.Schema][]int  // column positions in name order, for contentHash
 
-	keyBuf, dkBuf, ixBuf []byte
+	bucketWidth int64 // of the dedup buckets: a quarter of the window, at least 1 ns
+
+	keyBuf, dkBuf []byte
 
 	// cursor is where the next expiry scan of cursorStore starts: every
 	// index key below it has been deleted (see Expire). Nil, or another
@@ -83,7 +84,8 @@ func New(cfg Config) *Aggregator {
 		cfg.DedupWindow = DefaultDedupWindow
 	}
 	return &Aggregator{schema: cfg.Columns, dedupWindow: cfg.DedupWindow, maxLineBytes: cfg.MaxLineBytes,
-		schemas: make(map[string]*txcsv.Schema), hashOrder: make(map[*txcsv.Schema][]int)}
+		bucketWidth: max(int64(cfg.DedupWindow/bucketsPerWindow), 1),
+		schemas:     make(map[string]*txcsv.Schema), hashOrder: make(map[*txcsv.Schema][]int)}
 }
 
 // Name implements pipeline.Operator.
@@ -91,7 +93,16 @@ func (a *Aggregator) Name() string { return Name }
 
 // ProbedPrefix implements pipeline.Prober: most dedup lookups are of new
 // transaction ids, which are absent.
-func (a *Aggregator) ProbedPrefix() []byte { return []byte("d/") }
+func (a *Aggregator) ProbedPrefix() []byte { return []byte(dedupPrefix) }
+
+// ProbeKey implements pipeline.ProbeKeyer: a dedup key without its bucket,
+// so that one filter check rules an id out in every bucket.
+func (a *Aggregator) ProbeKey(key []byte) []byte {
+	if len(key) < len(dedupPrefix)+8 {
+		return key
+	}
+	return key[len(dedupPrefix)+8:]
+}
 
 // DedupWindow is the configured window (part of the compatibility
 // settings: a restored state was built with some window).
@@ -131,30 +142,45 @@ func AccountKey(dst []byte, account string) []byte {
 	return append(dst, account...)
 }
 
-// dedupKey is the state key of a transaction id's dedup entry; its value
-// is the record time seen (Unix ns, big-endian int64) and the content hash
-// (big-endian uint64).
-func dedupKey(dst []byte, account, txid string) []byte {
-	dst = append(dst[:0], 'd', '/')
+// bucketsPerWindow: dedup entries are kept in time buckets of a quarter of
+// the window. A lookup reads at most 2*4+1 buckets (those within a window
+// of the record's time), and only when the key filter does not rule the id
+// out; expiry removes whole buckets, so the state holds up to 1.25 windows
+// of entries.
+const bucketsPerWindow = 4
+
+const dedupPrefix = "d/"
+
+// bucketOf is the index of the bucket holding time t: floor(t / width),
+// buckets aligned to the Unix epoch.
+func (a *Aggregator) bucketOf(t int64) int64 {
+	q := t / a.bucketWidth
+	if t%a.bucketWidth < 0 {
+		q--
+	}
+	return q
+}
+
+// dedupKey is the state key of a transaction id's dedup entry in bucket b:
+// d/<b><account> 0x00 <txid>, b as 8 bytes that sort in time order. Its
+// value is the record time seen (Unix ns, big-endian int64) and the
+// content hash (big-endian uint64).
+func dedupKey(dst []byte, b int64, account, txid string) []byte {
+	dst = append(dst[:0], dedupPrefix...)
+	dst = binary.BigEndian.AppendUint64(dst, orderedNanos(b))
 	dst = append(dst, account...)
 	dst = append(dst, 0)
 	return append(dst, txid...)
 }
 
+// setBucket rewrites the bucket of a dedup key in place.
+func setBucket(dk []byte, b int64) {
+	binary.BigEndian.PutUint64(dk[len(dedupPrefix):], orderedNanos(b))
+}
+
 // watermarkKey holds the partition's watermark W (Unix ns, big-endian
 // int64); absent before the first parsed record.
 var watermarkKey = []byte("m/watermark")
-
-// indexPrefix starts the time index of dedup entries: x/<seen><dedup key>
-// with an empty value, seen as 8 bytes that sort in time order
-// (orderedNanos), so that Expire finds expired entries by a range scan.
-const indexPrefix = "x/"
-
-func indexKey(dst []byte, seen int64, dk []byte) []byte {
-	dst = append(dst[:0], indexPrefix...)
-	dst = binary.BigEndian.AppendUint64(dst, orderedNanos(seen))
-	return append(dst, dk...)
-}
 
 // orderedNanos maps Unix ns to a uint64 whose big-endian bytes sort like the
 // signed times (times before 1970 are negative).
@@ -184,6 +210,17 @@ func liveFrom(w int64, window time.Duration) int64 {
 		return math.MinInt64
 	}
 	return w - int64(window)
+}
+
+// addSat is t + d, saturated at the int64 range.
+func addSat(t int64, d time.Duration) int64 {
+	switch {
+	case d > 0 && t > math.MaxInt64-int64(d):
+		return math.MaxInt64
+	case d < 0 && t < math.MinInt64-int64(d):
+		return math.MinInt64
+	}
+	return t + int64(d)
 }
 
 // within reports |t - seen| <= window without overflowing.
@@ -259,14 +296,27 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	}
 	live := liveFrom(w, a.dedupWindow)
 
-	a.dkBuf = dedupKey(a.dkBuf, account, row.TransactionID)
-	replaces := false // an entry for the id exists: the new one replaces it
-	var seen int64
-	if v, ok, err := st.Get(a.dkBuf); err != nil {
-		return err
-	} else if ok && len(v) == 16 {
-		replaces, seen = true, int64(binary.BigEndian.Uint64(v[:8]))
-		if seen >= live && within(t, seen, a.dedupWindow) {
+	// Only a live entry seen within the window of t decides, so only the
+	// buckets from max(live, t - window) to t + window can hold it; the
+	// newest bucket first, so that if an id has two such entries (possible
+	// only when a row dated ahead of the watermark reused it), the later
+	// one decides. The filter usually rules the id out in all of them.
+	a.dkBuf = dedupKey(a.dkBuf, a.bucketOf(t), account, row.TransactionID)
+	if lo, hi := max(live, addSat(t, -a.dedupWindow)), addSat(t, a.dedupWindow); lo <= hi && pipeline.MayContain(st, a.dkBuf) {
+		bhi := a.bucketOf(hi)
+		for i := range bhi - a.bucketOf(lo) + 1 { // at most 2*bucketsPerWindow+2
+			setBucket(a.dkBuf, bhi-i)
+			v, ok, err := st.Get(a.dkBuf)
+			if err != nil {
+				return err
+			}
+			if !ok || len(v) != 16 {
+				continue
+			}
+			seen := int64(binary.BigEndian.Uint64(v[:8]))
+			if seen < live || !within(t, seen, a.dedupWindow) {
+				continue // expired, or another transaction that reused the id
+			}
 			if binary.BigEndian.Uint64(v[8:]) == h {
 				out.Skipped("duplicate")
 				return nil
@@ -275,8 +325,7 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 				fmt.Sprintf("transaction_id %q was seen at %s with different content", row.TransactionID, time.Unix(0, seen).UTC().Format(time.RFC3339Nano)))
 			return nil
 		}
-		// Expired, or more than the window away from this record: a new
-		// transaction that reuses the id.
+		setBucket(a.dkBuf, a.bucketOf(t))
 	}
 
 	var amt apd.Decimal
@@ -329,24 +378,12 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	if err := st.Set(a.keyBuf, s.Encode(vals[24:24])); err != nil {
 		return err
 	}
-	// The dedup entry and its index entry. The index holds exactly one
-	// entry per dedup entry, at its time seen: the index entry of an entry
-	// this one replaces (a reused id) goes with it, so Expire can delete
-	// the dedup entry of every index entry it reaches without reading it.
-	if replaces {
-		a.ixBuf = indexKey(a.ixBuf, seen, a.dkBuf)
-		if err := st.Delete(a.ixBuf); err != nil {
-			return err
-		}
-	}
+	// The dedup entry, in t's bucket: it replaces any entry of the id
+	// there, which cannot be live (it would have decided above).
 	dv := vals[8:24:24]
 	binary.BigEndian.PutUint64(dv[:8], uint64(t))
 	binary.BigEndian.PutUint64(dv[8:], h)
 	if err := st.Set(a.dkBuf, dv); err != nil {
-		return err
-	}
-	a.ixBuf = indexKey(a.ixBuf, t, a.dkBuf)
-	if err := st.Set(a.ixBuf, []byte{}); err != nil {
 		return err
 	}
 	if !pipeline.Discards(out) { // a replay: the output was committed before

@@ -302,7 +302,7 @@ func TestStateSettings(t *testing.T) {
 		window string
 	}{{Config{}, "168h0m0s"}, {Config{DedupWindow: 90 * time.Minute}, "1h30m0s"}} {
 		a := New(c.cfg)
-		want := map[string]string{"operator": "txstream.aggregator/v2", "dedup_window": c.window}
+		want := map[string]string{"operator": "txstream.aggregator/v3", "dedup_window": c.window}
 		if got := a.StateSettings(); !maps.Equal(got, want) {
 			t.Errorf("StateSettings() = %v, want %v", got, want)
 		}

@@ -44,6 +44,11 @@
 // between epochs, at any cadence and with any budget) changes no decision
 // and no output.
 //
+// An id has one entry per time bucket at most. Two live entries of one id
+// within the window of a record are possible only when a row dated ahead of
+// the watermark reused the id; then the entry with the later time seen
+// decides.
+//
 // # Late records
 //
 // A record whose own time t is below W - window ("late") would get an entry
@@ -67,13 +72,20 @@
 // One Pebble store per input partition (pipeline.Store), with these keys:
 //
 //	a/<account>                  the account's AccountState (AccountKey; AccountState.Encode)
-//	d/<account> 0x00 <txid>      dedup entry: time seen (Unix ns, big-endian int64), content hash (big-endian uint64)
-//	x/<seen> <dedup key>         time index of the dedup entries, empty value; seen is 8 bytes that sort in time order
+//	d/<bucket><account> 0x00 <txid>  dedup entry: time seen (Unix ns, big-endian int64), content hash (big-endian uint64)
 //	m/watermark                  the watermark W (Unix ns, big-endian int64); absent before the first parsed record
 //
-// Process keeps exactly one index entry per dedup entry, at its time seen,
-// so Expire finds the expired entries by a range scan of x/ below
-// x/<W - window> and deletes them without reading them. A change of this
-// layout or of the decisions above is a new Name (the state version),
-// which makes older snapshots incompatible (StateSettings).
+// A dedup entry lives in the time bucket of its time seen: buckets are a
+// quarter of the window wide, aligned to the Unix epoch, numbered
+// floor(seen / width) and written as 8 bytes that sort in time order.
+// So an accepted record writes two keys (its account and its dedup
+// entry), the keys of a period sit together (compactions rewrite the
+// recent buckets, not all of them), and Expire deletes whole buckets
+// before the one holding W - window by a range scan, without reading a
+// value: the state holds up to 1.25 windows of entries. A lookup asks the
+// key filter once for the id (pipeline.ProbeKeyer: the key without its
+// bucket) and, when the filter does not rule it out, reads the buckets
+// from t + window down to max(W - window, t - window), at most ten. A
+// change of this layout or of the decisions above is a new Name (the state
+// version), which makes older snapshots incompatible (StateSettings).
 package aggregate

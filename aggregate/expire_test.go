@@ -180,8 +180,8 @@ func expiryWorkload() []timedRec {
 // 500 or all records and whether Expire runs at every boundary (with an
 // ample or a tiny budget, the latter building a backlog) or never, and
 // across restarts (a reopened store, a new operator); after a final full
-// expiry the stores are identical and hold only live entries, each with
-// its index entry.
+// expiry the stores are identical and hold exactly the entries of the
+// buckets that are not wholly expired, each in the bucket of its time.
 func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 	recs := expiryWorkload()
 	const window = time.Hour
@@ -265,9 +265,9 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 				}
 				t.Fatalf("%s: %d events, want %d", name, len(got.events), len(ref.events))
 			}
-			checkIndex(t, name, st)
+			checkBuckets(t, name, a, st)
 			expireAll(t, a, st)
-			checkIndex(t, name+" after a full expiry", st)
+			checkBuckets(t, name+" after a full expiry", a, st)
 			state := dump(t, st)
 			if err := st.Close(); err != nil {
 				t.Fatal(err)
@@ -287,53 +287,53 @@ func TestExpireInvisibleAcrossEpochCuts(t *testing.T) {
 		}
 	}
 
-	// A full expiry leaves exactly the live entries of the in-memory run.
+	// A full expiry leaves exactly the in-memory run's entries of the
+	// buckets from the one holding W - window on, and every live one.
 	w, _ := watermark(mem)
 	live := liveFrom(w, window)
-	wantD := 0
+	keep := orderedNanos(ra.bucketOf(live))
+	want := map[string]bool{}
+	liveN := 0
 	for k, v := range mem {
-		if k[0] == 'd' && int64(be64(v)) >= live {
-			wantD++
-			seen := int64(be64(v))
-			if _, ok := refState[string(indexKey(nil, seen, []byte(k)))]; !ok {
-				t.Fatalf("live dedup entry %q has no index entry", k)
+		if !strings.HasPrefix(k, dedupPrefix) {
+			continue
+		}
+		if be64([]byte(k[len(dedupPrefix):])) >= keep {
+			want[k] = true
+		}
+		if int64(be64(v)) >= live {
+			liveN++
+			if !want[k] {
+				t.Fatalf("live dedup entry %q is in an expired bucket", k)
 			}
 		}
 	}
-	gotD, gotX := 0, 0
+	got := 0
 	for k := range refState {
-		switch k[0] {
-		case 'd':
-			gotD++
-		case 'x':
-			gotX++
+		if strings.HasPrefix(k, dedupPrefix) {
+			got++
+			if !want[k] {
+				t.Fatalf("after a full expiry %q is left, in an expired bucket", k)
+			}
 		}
 	}
-	if gotD != wantD || gotX < gotD {
-		t.Fatalf("after a full expiry: %d dedup and %d index entries, want %d live dedup entries (of %d ever written) with an index entry each",
-			gotD, gotX, wantD, countMemPrefix(mem, 'd'))
+	if got != len(want) {
+		t.Fatalf("after a full expiry: %d dedup entries, want %d (%d live, %d ever written)", got, len(want), liveN, countMemPrefix(mem, 'd'))
 	}
+	t.Logf("after a full expiry: %d dedup entries (%d live) of %d written", got, liveN, countMemPrefix(mem, 'd'))
 }
 
-// checkIndex checks that the dedup index holds exactly one entry per dedup
-// entry, at its time seen (Expire relies on it).
-func checkIndex(t *testing.T, name string, st *pipeline.Store) {
+// checkBuckets checks that every dedup entry is in the bucket of its time
+// seen (Expire relies on it).
+func checkBuckets(t *testing.T, name string, a *Aggregator, st *pipeline.Store) {
 	t.Helper()
-	m := dump(t, st)
-	d, x := 0, 0
-	for k, v := range m {
-		switch {
-		case strings.HasPrefix(k, "d/"):
-			d++
-			if _, ok := m[string(indexKey(nil, int64(be64([]byte(v))), []byte(k)))]; !ok {
-				t.Fatalf("%s: dedup entry %q has no index entry at its time", name, k)
-			}
-		case strings.HasPrefix(k, indexPrefix):
-			x++
+	for k, v := range dump(t, st) {
+		if !strings.HasPrefix(k, dedupPrefix) {
+			continue
 		}
-	}
-	if d != x {
-		t.Fatalf("%s: %d dedup entries, %d index entries", name, d, x)
+		if b, want := be64([]byte(k[len(dedupPrefix):])), orderedNanos(a.bucketOf(int64(be64([]byte(v))))); b != want {
+			t.Fatalf("%s: dedup entry %q is in bucket %x, its time's is %x", name, k, b, want)
+		}
 	}
 }
 
@@ -395,31 +395,39 @@ func TestExpireDedupSemantics(t *testing.T) {
 			t.Fatalf("%q: %s, want %s", value, got, want)
 		}
 	}
-	dk := func(acct, id string) []byte { return dedupKey(nil, acct, id) }
+	dk := func(acct, id, at string) []byte {
+		ts, err := time.Parse(time.RFC3339, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dedupKey(nil, a.bucketOf(ts.UnixNano()), acct, id)
+	}
 
 	expect("t1,A,5.00,2024-05-01T10:00:00Z", at("10:00"), "emit")
 	expect("f1,A,1.00,2024-05-01T10:30:00Z", at("10:30"), "emit")
 	expect("t1,A,5.00,2024-05-01T10:00:00Z", at("10:31"), "skip duplicate")
 	expect("t1,A,6.00,2024-05-01T10:00:00Z", at("10:31"), "dlq "+string(txcsv.ReasonConflictingDuplicate))
 	expect("t1,A,5.00,2024-05-01T10:55:00Z", at("10:55"), "dlq "+string(txcsv.ReasonConflictingDuplicate)) // same id, 55 min apart, other time
-	if _, ok, _ := st.Get(dk("A", "t1")); !ok {
+	if _, ok, _ := st.Get(dk("A", "t1", "2024-05-01T10:00:00Z")); !ok {
 		t.Fatal("live dedup entry was removed")
 	}
 	// Cache the entry, as an epoch's read of a found key does, to check
 	// that expiry keeps the store's hot cache consistent.
-	if _, ok, _ := pipeline.NewOverlay(st).Get(dk("A", "t1")); !ok {
+	if _, ok, _ := pipeline.NewOverlay(st).Get(dk("A", "t1", "2024-05-01T10:00:00Z")); !ok {
 		t.Fatal("dedup entry not found")
 	}
 
-	expect("f2,A,1.00,2024-05-01T11:30:00Z", at("11:30"), "emit") // W = 11:30: t1@10:00 expires
-	if _, ok, _ := st.Get(dk("A", "t1")); ok {
+	// W = 11:30: live from 10:30, whose bucket is [10:30, 10:45) (a
+	// quarter of the window): the buckets before it go, with t1@10:00.
+	expect("f2,A,1.00,2024-05-01T11:30:00Z", at("11:30"), "emit")
+	if _, ok, _ := st.Get(dk("A", "t1", "2024-05-01T10:00:00Z")); ok {
 		t.Fatal("expired dedup entry was not removed")
 	}
-	if _, ok, _ := pipeline.NewOverlay(st).Get(dk("A", "t1")); ok {
+	if _, ok, _ := pipeline.NewOverlay(st).Get(dk("A", "t1", "2024-05-01T10:00:00Z")); ok {
 		t.Fatal("expired dedup entry is still in the hot cache")
 	}
-	if n := countPrefix(t, st, indexPrefix); n != 2 { // f1@10:30 (live from 11:30 - 1h) and f2
-		t.Fatalf("%d index entries, want 2", n)
+	if n := countPrefix(t, st, dedupPrefix); n != 2 { // f1@10:30 and f2
+		t.Fatalf("%d dedup entries, want 2", n)
 	}
 
 	expect("t1,A,5.00,2024-05-01T11:40:00Z", at("11:40"), "emit") // id reused after the window
@@ -482,7 +490,7 @@ func TestAggregatorExtremeTimes(t *testing.T) {
 }
 
 // TestExpireBudget: a backlog is worked off over several calls of at most
-// budget entries each, oldest first, and the index leaves nothing behind.
+// budget entries each, oldest first, whole buckets.
 func TestExpireBudget(t *testing.T) {
 	st := openTestStore(t)
 	a := New(Config{DedupWindow: time.Minute})
@@ -498,7 +506,8 @@ func TestExpireBudget(t *testing.T) {
 	if err := ov.Apply(100); err != nil {
 		t.Fatal(err)
 	}
-	// W = 99 s: entries seen before 39 s are expired.
+	// W = 99 s: entries seen before 39 s are expired; the buckets are
+	// 15 s, so those of [0, 30 s) go and [30, 39 s) stays until W = 105 s.
 	var calls []int
 	for {
 		n, err := a.Expire(st, 7)
@@ -509,19 +518,18 @@ func TestExpireBudget(t *testing.T) {
 		if n == 0 {
 			break
 		}
-		gone := min(len(calls)*7, 39)
-		if _, ok, _ := st.Get(dedupKey(nil, "A", fmt.Sprintf("t%d", gone-1))); ok {
-			t.Fatalf("after %d calls the oldest %d entries must be gone", len(calls), gone)
-		}
-		if _, ok, _ := st.Get(dedupKey(nil, "A", fmt.Sprintf("t%d", gone))); !ok {
-			t.Fatalf("call %d removed more than its budget", len(calls))
+		if d, want := countPrefix(t, st, dedupPrefix), 100-min(len(calls)*7, 30); d != want {
+			t.Fatalf("after %d calls %d dedup entries, want %d", len(calls), d, want)
 		}
 	}
-	if want := []int{7, 7, 7, 7, 7, 4, 0}; !slices.Equal(calls, want) {
+	for i := 0; i < 100; i++ {
+		k := dedupKey(nil, a.bucketOf(t0.Add(time.Duration(i)*time.Second).UnixNano()), "A", fmt.Sprintf("t%d", i))
+		if _, ok, _ := st.Get(k); ok != (i >= 30) {
+			t.Fatalf("entry t%d (seen %d s): present %v after the backlog is worked off", i, i, ok)
+		}
+	}
+	if want := []int{7, 7, 7, 7, 2, 0}; !slices.Equal(calls, want) {
 		t.Fatalf("removed per call %v, want %v", calls, want)
-	}
-	if d, x := countPrefix(t, st, "d/"), countPrefix(t, st, indexPrefix); d != 61 || x != 61 {
-		t.Fatalf("%d dedup and %d index entries left, want 61 (seen 39..99 s)", d, x)
 	}
 	if off, _ := st.Offset(); off != 100 {
 		t.Fatalf("offset %d", off)
@@ -530,9 +538,10 @@ func TestExpireBudget(t *testing.T) {
 
 // TestExpireKeepsStateFlat is the measurement: 10 windows of records at a
 // steady rate (window 1 h, 20k records per window, unique ids) in epochs of
-// 1000 with Expire after each: the dedup and index entries stay within one
-// window plus one epoch, and the store's size stops growing after the
-// first window. A run without Expire is the control.
+// 1000 with Expire after each: the dedup entries stay within one window
+// plus one bucket (a quarter window) plus one epoch, and the store's size
+// stops growing after the first window. A run without Expire is the
+// control.
 func TestExpireKeepsStateFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measurement: 2 x 200k records")
@@ -547,7 +556,7 @@ func TestExpireKeepsStateFlat(t *testing.T) {
 	step := window / perWindow
 	t0 := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
 	type point struct {
-		windows, d, x      int
+		windows, d         int
 		flushed, compacted int64 // sstable bytes after a flush, after a full compaction
 		size               int64 // Store.Size after the compaction (with WAL, manifest)
 	}
@@ -579,10 +588,10 @@ func TestExpireKeepsStateFlat(t *testing.T) {
 				}
 				expireTime += time.Since(start)
 				if (i+1)%(10*epoch) == 0 {
-					d, x := countPrefix(t, st, "d/"), countPrefix(t, st, indexPrefix)
-					if d > perWindow+epoch+1 || x != d {
-						t.Fatalf("after %d records: %d dedup and %d index entries; want at most one window (%d) plus one epoch (%d), one index entry each",
-							i+1, d, x, perWindow, epoch)
+					d := countPrefix(t, st, dedupPrefix)
+					if d > perWindow+perWindow/bucketsPerWindow+epoch+1 {
+						t.Fatalf("after %d records: %d dedup entries; want at most one window (%d) plus one bucket (%d) plus one epoch (%d)",
+							i+1, d, perWindow, perWindow/bucketsPerWindow, epoch)
 					}
 					maxD = max(maxD, d)
 				}
@@ -595,7 +604,7 @@ func TestExpireKeepsStateFlat(t *testing.T) {
 				if err := st.DB().Compact(context.Background(), []byte{0}, []byte{0xff, 0xff, 0xff}, false); err != nil {
 					t.Fatal(err)
 				}
-				pts = append(pts, point{w, countPrefix(t, st, "d/"), countPrefix(t, st, indexPrefix),
+				pts = append(pts, point{w, countPrefix(t, st, dedupPrefix),
 					flushed, st.DB().Metrics().Total().TablesSize, st.Size()})
 			}
 		}
@@ -611,10 +620,10 @@ func TestExpireKeepsStateFlat(t *testing.T) {
 	with, without := run(true), run(false)
 	mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 	for i := range with {
-		t.Logf("after %2d windows: with Expire %6d d/ %6d x/, sstables %5.2f MiB flushed, %5.2f MiB compacted, Size %5.2f MiB; "+
-			"without %6d d/ %6d x/, sstables %5.2f / %5.2f MiB, Size %5.2f MiB",
-			with[i].windows, with[i].d, with[i].x, mib(with[i].flushed), mib(with[i].compacted), mib(with[i].size),
-			without[i].d, without[i].x, mib(without[i].flushed), mib(without[i].compacted), mib(without[i].size))
+		t.Logf("after %2d windows: with Expire %6d d/, sstables %5.2f MiB flushed, %5.2f MiB compacted, Size %5.2f MiB; "+
+			"without %6d d/, sstables %5.2f / %5.2f MiB, Size %5.2f MiB",
+			with[i].windows, with[i].d, mib(with[i].flushed), mib(with[i].compacted), mib(with[i].size),
+			without[i].d, mib(without[i].flushed), mib(without[i].compacted), mib(without[i].size))
 	}
 	if c := with[2].compacted; c > with[0].compacted*11/10 || c > with[1].compacted*11/10 {
 		t.Errorf("compacted state with Expire grows: %d bytes after 1 window, %d after 5, %d after 10",

@@ -10,7 +10,7 @@ import (
 // Prober is implemented by operators that look up many keys that are
 // mostly absent, such as the dedup check of a new transaction id.
 // ProbedPrefix names those keys: the engine keeps an in-memory filter of
-// the committed keys under the prefix in front of the partition's store
+// the keys under the prefix in front of the partition's store
 // (Store.EnableFilter), so that a lookup of an absent key rarely reaches
 // Pebble. The filter may answer "maybe present" for an absent key (Pebble
 // then answers), never "absent" for a present one, so it changes no
@@ -19,17 +19,43 @@ type Prober interface {
 	ProbedPrefix() []byte
 }
 
-// EnableFilter builds an in-memory Bloom filter of the committed keys that
-// start with prefix (one scan of them) and keeps it current: an epoch's
-// apply adds its keys, deletions leave theirs (false positives, until the
-// filter is rebuilt when it is full). From then on a read of the committed
-// state of a key under the prefix that the filter rules out is a miss
-// without a Pebble read. Call it from the partition's processing goroutine
-// before the store is read or written under the prefix through an
-// overlay. The filter is never persisted: a restored store is a new Store,
-// whose filter is built from its own contents.
-func (s *Store) EnableFilter(prefix []byte) error {
-	f := &probeFilter{prefix: bytes.Clone(prefix), seed: maphash.MakeSeed()}
+// ProbeKeyer is a Prober whose probed keys hold a part that a lookup does
+// not know in advance, such as the aggregator's time bucket: ProbeKey
+// returns the part of a key under the prefix that the filter identifies it
+// by. Keys with equal probe keys share the filter's answer, so one
+// MayContain rules out all of them. Without ProbeKeyer the whole key is
+// the probe key.
+type ProbeKeyer interface {
+	Prober
+	ProbeKey(key []byte) []byte
+}
+
+// MayContain reports whether st may hold a key under the probed prefix
+// with key's probe key (ProbeKeyer), in the open epoch or the committed
+// state: false only when it holds none. A State without a filter answers
+// true. An operator uses it to skip a lookup of several keys at once.
+func MayContain(st State, key []byte) bool {
+	if m, ok := st.(interface{ MayContain([]byte) bool }); ok {
+		return m.MayContain(key)
+	}
+	return true
+}
+
+// EnableFilter builds an in-memory Bloom filter of the committed keys under
+// pr's probed prefix (one scan of them) and keeps it current: an epoch's
+// writes add their keys when they are made (an aborted epoch leaves them:
+// false positives only), deletions leave theirs (false positives, until
+// the filter is rebuilt when it is full). From then on a read of a key
+// under the prefix that the filter rules out is a miss without a Pebble
+// read. Call it from the partition's processing goroutine before the
+// store is read or written under the prefix through an overlay. The
+// filter is never persisted: a restored store is a new Store, whose filter
+// is built from its own contents.
+func (s *Store) EnableFilter(pr Prober) error {
+	f := &probeFilter{prefix: bytes.Clone(pr.ProbedPrefix()), seed: maphash.MakeSeed()}
+	if pk, ok := pr.(ProbeKeyer); ok {
+		f.probeKey = pk.ProbeKey
+	}
 	if err := s.buildFilter(f); err != nil {
 		return err
 	}
@@ -55,7 +81,7 @@ func (s *Store) buildFilter(f *probeFilter) error {
 	}
 	var hs []uint64
 	for ok := it.First(); ok; ok = it.Next() {
-		hs = append(hs, maphash.Bytes(f.seed, it.Key()))
+		hs = append(hs, maphash.Bytes(f.seed, f.keyOf(it.Key())))
 	}
 	if err := it.Error(); err != nil {
 		_ = it.Close()
@@ -93,6 +119,7 @@ const minFilterKeys = 1 << 20
 // key added twice counts twice, which only makes it rebuild sooner.
 type probeFilter struct {
 	prefix   []byte
+	probeKey func([]byte) []byte // nil: the whole key
 	seed     maphash.Seed
 	blocks   [][8]uint64
 	added    int // keys added since the last build, including the scanned ones
@@ -111,16 +138,20 @@ func (f *probeFilter) reset(capacity int) {
 
 func (f *probeFilter) covers(key []byte) bool { return bytes.HasPrefix(key, f.prefix) }
 
-func (f *probeFilter) coversString(key string) bool {
-	return len(key) >= len(f.prefix) && key[:len(f.prefix)] == string(f.prefix)
+// keyOf is the part of a covered key that the filter holds.
+func (f *probeFilter) keyOf(key []byte) []byte {
+	if f.probeKey == nil {
+		return key
+	}
+	return f.probeKey(key)
 }
 
 // full reports a filter that has had as many additions as it was sized
 // for: it is rebuilt from the store (dropping deleted keys).
 func (f *probeFilter) full() bool { return f.added >= f.capacity }
 
-// addString adds a key; maphash.String hashes as maphash.Bytes does.
-func (f *probeFilter) addString(key string) { f.addHash(maphash.String(f.seed, key)) }
+// add adds a covered key.
+func (f *probeFilter) add(key []byte) { f.addHash(maphash.Bytes(f.seed, f.keyOf(key))) }
 
 func (f *probeFilter) addHash(h uint64) {
 	b := &f.blocks[f.block(h)]
@@ -133,9 +164,10 @@ func (f *probeFilter) addHash(h uint64) {
 	f.added++
 }
 
-// mayContain is false only for a key that was never added.
+// mayContain is false only for a covered key whose probe key was never
+// added.
 func (f *probeFilter) mayContain(key []byte) bool {
-	h := maphash.Bytes(f.seed, key)
+	h := maphash.Bytes(f.seed, f.keyOf(key))
 	b := &f.blocks[f.block(h)]
 	h2 := mix(h)
 	for i := 0; i < filterK; i++ {

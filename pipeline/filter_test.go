@@ -26,7 +26,7 @@ func TestStoreFilterNeverHidesAKey(t *testing.T) {
 	if err := ov.apply(1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.EnableFilter([]byte("d/")); err != nil {
+	if err := s.EnableFilter(prefixProber("d/")); err != nil {
 		t.Fatal(err)
 	}
 	if s.filter.added != 1000 || s.filter.capacity != minFilterKeys {
@@ -90,11 +90,71 @@ func TestStoreFilterNeverHidesAKey(t *testing.T) {
 	}
 }
 
+type prefixProber string
+
+func (p prefixProber) ProbedPrefix() []byte { return []byte(p) }
+
+// bucketProber's keys are d/<one bucket byte><id>; the id is the probe key.
+type bucketProber struct{ prefixProber }
+
+func (bucketProber) ProbeKey(key []byte) []byte { return key[3:] }
+
+// With a ProbeKeyer, MayContain answers for an id across its buckets: true
+// for an id written in any bucket (committed, or only in the open epoch),
+// false for ids never written, with no Pebble read; Get still finds each
+// key.
+func TestMayContainByProbeKey(t *testing.T) {
+	s, err := OpenStore(filepath.Join(t.TempDir(), "s"), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key := func(bucket byte, id int) []byte { return []byte(fmt.Sprintf("d/%c%d", 'a'+bucket, id)) }
+	ov := newOverlay(s)
+	for i := 0; i < 1000; i++ {
+		_ = ov.Set(key(byte(i%5), i), []byte("v"))
+	}
+	if err := ov.apply(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnableFilter(bucketProber{"d/"}); err != nil {
+		t.Fatal(err)
+	}
+	ov = newOverlay(s)
+	for i := 1000; i < 1100; i++ { // written in the open epoch only
+		_ = ov.Set(key(byte(i%5), i), []byte("v"))
+	}
+	for i := 0; i < 1100; i++ {
+		for b := byte(0); b < 5; b++ {
+			if !ov.MayContain(key(b, i)) {
+				t.Fatalf("id %d ruled out in bucket %d; it is in bucket %d", i, b, i%5)
+			}
+		}
+		if _, ok, _ := ov.Get(key(byte(i%5), i)); !ok {
+			t.Fatalf("id %d not found", i)
+		}
+	}
+	ruledOut := 0
+	for i := 2000; i < 12000; i++ {
+		if !ov.MayContain(key(0, i)) {
+			ruledOut++
+		}
+	}
+	if ruledOut < 9500 {
+		t.Fatalf("only %d of 10000 absent ids ruled out", ruledOut)
+	}
+	if MayContain(prefixlessState{}, key(0, 5)) != true {
+		t.Fatal("a State without a filter must answer true")
+	}
+}
+
+type prefixlessState struct{ State }
+
 func TestProbeFilterFalsePositiveRate(t *testing.T) {
 	f := &probeFilter{prefix: []byte("d/"), seed: maphash.MakeSeed()}
 	f.reset(100_000)
 	for i := 0; i < 100_000; i++ {
-		f.addString(fmt.Sprintf("d/in-%d", i))
+		f.add([]byte(fmt.Sprintf("d/in-%d", i)))
 	}
 	for i := 0; i < 100_000; i++ {
 		if !f.mayContain([]byte(fmt.Sprintf("d/in-%d", i))) {

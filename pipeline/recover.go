@@ -100,7 +100,7 @@ func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
 	op := e.newOp()
 	if pr, ok := op.(Prober); ok {
 		t0 := e.now()
-		if err := store.EnableFilter(pr.ProbedPrefix()); err != nil {
+		if err := store.EnableFilter(pr); err != nil {
 			_ = store.Close()
 			return err
 		}

@@ -312,6 +312,9 @@ func (o *Overlay) Set(key, value []byte) error { return o.o.Set(key, value) }
 // Delete implements State.
 func (o *Overlay) Delete(key []byte) error { return o.o.Delete(key) }
 
+// MayContain implements the filter check of MayContain.
+func (o *Overlay) MayContain(key []byte) bool { return o.o.MayContain(key) }
+
 // Apply writes the epoch's writes and nextOffset (Store.Offset) to the
 // store in one batch and starts the next epoch.
 func (o *Overlay) Apply(nextOffset int64) error { return o.o.apply(nextOffset) }
@@ -369,6 +372,11 @@ func (o *overlay) Get(key []byte) ([]byte, bool, error) {
 }
 
 func (o *overlay) Set(key, value []byte) error {
+	// Into the filter when written: it may hold more than the store (an
+	// aborted epoch's keys), never less.
+	if f := o.store.filter; f != nil && f.covers(key) {
+		f.add(key)
+	}
 	i, had := o.idx[string(key)]
 	if !had {
 		o.add(key, entry{})
@@ -381,6 +389,20 @@ func (o *overlay) Set(key, value []byte) error {
 	o.bytes += len(value) - len(e.val)
 	e.val, e.deleted, e.dirty = value, false, true
 	return nil
+}
+
+// MayContain implements the check of MayContain: the filter holds the epoch's writes
+// too.
+func (o *overlay) MayContain(key []byte) bool {
+	f := o.store.filter
+	if f == nil || !f.covers(key) {
+		return true
+	}
+	if !f.mayContain(key) {
+		f.ruledOut++
+		return false
+	}
+	return true
 }
 
 func (o *overlay) Delete(key []byte) error {
@@ -402,7 +424,6 @@ func (o *overlay) Delete(key []byte) error {
 func (o *overlay) apply(nextOffset int64) error {
 	b := o.store.db.NewBatch()
 	defer b.Close()
-	f := o.store.filter
 	for i := range o.ents {
 		e := &o.ents[i]
 		if !e.dirty {
@@ -414,11 +435,6 @@ func (o *overlay) apply(nextOffset int64) error {
 			err = b.Delete([]byte(k), nil)
 		} else {
 			err = b.Set([]byte(k), e.val, nil)
-			// Into the filter before the store: it may hold more
-			// than the store, never less.
-			if f != nil && f.coversString(k) {
-				f.addString(k)
-			}
 		}
 		if err != nil {
 			return err
@@ -432,7 +448,7 @@ func (o *overlay) apply(nextOffset int64) error {
 	if err := o.store.db.Apply(b, pebble.NoSync); err != nil {
 		return fmt.Errorf("applying epoch to state store %s: %w", o.store.dir, err)
 	}
-	if f != nil && f.full() {
+	if f := o.store.filter; f != nil && f.full() {
 		// Sized for twice the keys it was built with: rebuilt from the
 		// store, which drops the keys deleted since.
 		if err := o.store.buildFilter(f); err != nil {
