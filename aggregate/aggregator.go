@@ -594,19 +594,24 @@ func appendOutput(dst []byte, rec *pipeline.Record, row *txcsv.Row, account stri
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString quotes valid UTF-8 as a JSON string.
+// appendJSONString quotes valid UTF-8 as a JSON string. Runs of bytes that
+// need no escape (all of a typical field) are copied whole.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
+	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			dst = append(dst, '\\', c)
-		case c < 0x20:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		default:
-			dst = append(dst, c)
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
 		}
+		dst = append(dst, s[start:i]...)
+		if c < 0x20 {
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		} else {
+			dst = append(dst, '\\', c)
+		}
+		start = i + 1
 	}
+	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }

@@ -311,3 +311,14 @@ func TestStateSettings(t *testing.T) {
 		}
 	}
 }
+
+// appendJSONString's output decodes back to its input, whatever it holds.
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{"", "ACC-000001", `a"b`, `back\slash`, "tab\there", "nul\x00", "\x1f\"\\", "ünïcødé €", `"`, `\`, "end\n"} {
+		b := appendJSONString([]byte("x"), s)
+		var got string
+		if err := json.Unmarshal(b[1:], &got); err != nil || got != s || b[0] != 'x' {
+			t.Errorf("%q: %s decodes to %q (%v)", s, b, got, err)
+		}
+	}
+}
