@@ -525,13 +525,14 @@ func (e *Engine) applyEvent(ctx context.Context, ev offsets.Event) error {
 	}
 	switch ev.Kind {
 	case offsets.Assigned:
+		var todo []int32
 		for _, p := range ev.Partitions {
-			if _, ok := e.parts[p]; ok {
-				continue
+			if _, ok := e.parts[p]; !ok {
+				todo = append(todo, p)
 			}
-			if err := e.recoverPartition(ctx, p); err != nil {
-				return err
-			}
+		}
+		if err := e.recoverPartitions(ctx, todo); err != nil {
+			return err
 		}
 		// The idle clock restarts: records of newly assigned partitions
 		// have not been fetched yet, so "no input" so far says nothing

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -66,20 +68,92 @@ func (e *Engine) recoveryInput(ctx context.Context, p int32) (RecoveryInput, err
 	return in, nil
 }
 
-// recoverPartition makes partition p ready to process: C, the state that
-// reflects every record below it, and the client positioned there.
-func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
+// recoverPartitions makes the partitions ready to process (recoverPartition
+// each). Each restores its own store and replays its own records, which is
+// CPU-bound, so they recover concurrently, at most GOMAXPROCS at a time: a
+// member that takes over several partitions (a restart, a rebalance) is
+// processing again sooner. They are handed to the loop in partition order
+// once all are ready; if one fails, the others' stores are closed and the
+// first failure is returned.
+func (e *Engine) recoverPartitions(ctx context.Context, parts []int32) error {
+	if len(parts) == 1 {
+		r, err := e.recoverPartition(ctx, parts[0])
+		if err != nil {
+			return err
+		}
+		e.install(r)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	res := make([]*readyPartition, len(parts))
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+	for i, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			err := job.Safely(func() error {
+				var err error
+				res[i], err = e.recoverPartition(ctx, p)
+				return err
+			})
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				cancel() // the others stop: this attempt fails anyway
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		for _, r := range res {
+			if r != nil {
+				_ = r.ps.store.Close()
+			}
+		}
+		return firstErr
+	}
+	for _, r := range res {
+		e.install(r)
+	}
+	return nil
+}
+
+// readyPartition is a partition restored and replayed, not yet handed to the
+// loop.
+type readyPartition struct {
+	ps       *partState
+	start    time.Time
+	replayed int64
+	took     time.Duration // of the replay
+}
+
+// recoverPartition prepares partition p: C, and the state that reflects
+// every record below it; install hands it to the loop and positions the
+// client at C. It touches no engine state but the stats (safe for
+// concurrent use), so partitions recover in parallel.
+func (e *Engine) recoverPartition(ctx context.Context, p int32) (*readyPartition, error) {
 	start := e.now()
 	e.stats.setRecovering(p, 0, 0)
 	defer e.stats.clearRecovering(p)
 	in, err := e.recoveryInput(ctx, p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dir := filepath.Join(e.cfg.DataDir, "state", fmt.Sprintf("%s-%d", e.cfg.Topic, p))
 	pl, store, meta, err := e.planAndRestore(ctx, in, dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, w := range pl.Warnings {
 		e.log.Warn(w, zap.Int32("partition", p))
@@ -102,7 +176,7 @@ func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
 		t0 := e.now()
 		if err := store.EnableFilter(pr); err != nil {
 			_ = store.Close()
-			return err
+			return nil, err
 		}
 		e.log.Debug("key filter built", zap.Int32("partition", p), zap.Int("keys", store.filter.added), zap.Duration("took", e.since(t0)))
 	}
@@ -112,15 +186,21 @@ func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
 	if err != nil {
 		_ = store.Close()
 		if errors.Is(err, offsets.ErrReplayGap) && !e.cfg.AllowStateLoss {
-			return fmt.Errorf("partition %d: %w; rerun with --allow-state-loss to accept it: %w", p, err, ErrStateLoss)
+			return nil, fmt.Errorf("partition %d: %w; rerun with --allow-state-loss to accept it: %w", p, err, ErrStateLoss)
 		}
-		return fmt.Errorf("replaying partition %d [%d, %d): %w", p, pl.ReplayFrom, pl.Resume, err)
+		return nil, fmt.Errorf("replaying partition %d [%d, %d): %w", p, pl.ReplayFrom, pl.Resume, err)
 	}
 	ps := &partState{p: p, store: store, ov: newOverlay(store), op: op, next: pl.Resume, pos: pl.Resume, start: pl.Start,
 		recoveredFrom: source, lastSnapOffset: -1, dirty: replayed > 0 || pl.Restore == RestoreSavepoint}
 	if meta != nil {
 		ps.lastSnapOffset = pl.ReplayFrom
 	}
+	return &readyPartition{ps: ps, start: start, replayed: replayed, took: replayTook}, nil
+}
+
+// install hands a recovered partition to the loop.
+func (e *Engine) install(r *readyPartition) {
+	ps, p := r.ps, r.ps.p
 	e.parts[p] = ps
 	if e.recoveredNow != nil {
 		e.recoveredNow[p] = true
@@ -128,12 +208,11 @@ func (e *Engine) recoverPartition(ctx context.Context, p int32) error {
 	// Where the client already fetched from this partition it is moved to
 	// C now; otherwise it starts at the group's offset or the log start,
 	// both at or below C, and the loop skips what C covers.
-	e.src.Seek(map[int32]int64{p: pl.Resume})
-	e.stats.registerStore(p, store)
+	e.src.Seek(map[int32]int64{p: ps.next})
+	e.stats.registerStore(p, ps.store)
 	e.stats.Recoveries.Add(1)
-	e.log.Info("partition recovered", zap.Int32("partition", p), zap.String("from", source),
-		zap.Int64("replayed", replayed), zap.Duration("replay_took", replayTook), zap.Int64("resume_at", pl.Resume), zap.Duration("took", e.since(start)))
-	return nil
+	e.log.Info("partition recovered", zap.Int32("partition", p), zap.String("from", ps.recoveredFrom),
+		zap.Int64("replayed", r.replayed), zap.Duration("replay_took", r.took), zap.Int64("resume_at", ps.next), zap.Duration("took", e.since(r.start)))
 }
 
 // planAndRestore plans the recovery and restores the planned state into
