@@ -364,8 +364,10 @@ func (r replayRun) rate() float64 {
 // interval of an hour) until its group has committed every record, kills
 // it with SIGKILL and restarts it: with no snapshot, recovery replays every
 // committed record of each partition without output, from the log start.
-// The replay figures come from the restarted consumer's "partition
-// recovered" lines (replayed, replay_took).
+// The replay figures come from the restarted consumer's log: the records
+// of its "partition recovered" lines, over the wall time from the first
+// "recovering partition" line to the last "partition recovered" one
+// (partitions replay in parallel).
 func measureReplay(b *testing.B, consumer, broker, dir, group string, total int64) replayRun {
 	b.Helper()
 	args := []string{"--brokers", broker, "--group", group, "--instance-id", group, "--log-format", "json",
@@ -392,20 +394,38 @@ func measureReplay(b *testing.B, consumer, broker, dir, group string, total int6
 	for time.Now().Before(deadline) {
 		var r replayRun
 		parts := 0
+		var first, last time.Time
 		for _, line := range strings.Split(log.String(), "\n") {
 			var m struct {
-				Msg        string  `json:"msg"`
-				Replayed   int64   `json:"replayed"`
-				ReplayTook float64 `json:"replay_took"`
+				Msg      string `json:"msg"`
+				TS       string `json:"ts"` // zap's ISO 8601 encoder
+				Replayed int64  `json:"replayed"`
 			}
-			if json.Unmarshal([]byte(line), &m) != nil || m.Msg != "partition recovered" {
+			if json.Unmarshal([]byte(line), &m) != nil {
 				continue
 			}
-			parts++
-			r.records += m.Replayed
-			r.took += time.Duration(m.ReplayTook * float64(time.Second))
+			ts, err := time.Parse("2006-01-02T15:04:05.000Z0700", m.TS)
+			if err != nil {
+				continue
+			}
+			switch m.Msg {
+			case "recovering partition":
+				if first.IsZero() || ts.Before(first) {
+					first = ts
+				}
+			case "partition recovered":
+				parts++
+				r.records += m.Replayed
+				if ts.After(last) {
+					last = ts
+				}
+			}
 		}
 		if r.records >= total {
+			if first.IsZero() {
+				b.Fatal("replay: no \"recovering partition\" line with a time in the consumer's log")
+			}
+			r.took = last.Sub(first)
 			return r
 		}
 		if parts >= 3 {
