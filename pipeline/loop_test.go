@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,6 +40,9 @@ type loopRig struct {
 	keys     [][]byte
 	exp      *synth.Result
 	produced atomic.Int64
+	// wrapCkpt, if set, wraps each engine's checkpoint storage (failure
+	// injection).
+	wrapCkpt func(checkpoint.Storage) checkpoint.Storage
 }
 
 const loopTopic = "in"
@@ -129,7 +133,11 @@ func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPol
 	newOp := func() pipeline.Operator { return aggregate.New(aggregate.Config{}) }
 	cfg.Job = pipeline.StateSettings(newOp())
 	cfg.Job["topic"] = loopTopic
-	return pipeline.NewEngine(cfg, src, &checkedSink{Sink: sink, t: r.t, seeds: r.seeds}, newOp, ck), nil
+	var storage checkpoint.Storage = ck
+	if r.wrapCkpt != nil {
+		storage = r.wrapCkpt(ck)
+	}
+	return pipeline.NewEngine(cfg, src, &checkedSink{Sink: sink, t: r.t, seeds: r.seeds}, newOp, storage), nil
 }
 
 // verify reads the committed output and checks every record against a
@@ -417,4 +425,66 @@ func (c *checkedSink) Commit(ctx context.Context, pos map[int32]int64, touched [
 		time.Sleep(20 * time.Millisecond)
 	}
 	return ok, err
+}
+
+// failingList is a checkpoint storage whose List fails for one partition,
+// once List has been called for every other partition (so that, with
+// partitions recovering in parallel, some of them have finished and hold
+// open stores when it fails).
+type failingList struct {
+	checkpoint.Storage
+	fail   int32
+	others chan int32
+}
+
+func (f *failingList) List(topic string, p int32) ([]checkpoint.Meta, error) {
+	if p != f.fail {
+		f.others <- p
+		return f.Storage.List(topic, p)
+	}
+	timeout := time.After(10 * time.Second) // one core: the others wait for this one's slot
+	for n := 0; n < 3; n++ {
+		select {
+		case <-f.others:
+		case <-timeout:
+			n = 3
+		}
+	}
+	return nil, errors.New("injected: listing snapshots failed")
+}
+
+// When one of the partitions that recover together fails, the attempt
+// fails with its error and the stores of the others, recovered or not, are
+// closed: a later attempt in this process opens them.
+func TestRecoveryFailureClosesOtherStores(t *testing.T) {
+	r := newLoopRig(t, 2000)
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	r.produce(context.Background(), 1_000_000)
+	dir := t.TempDir()
+	e, err := r.engine("m", dir, false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runEngine(t, e)
+
+	r.wrapCkpt = func(s checkpoint.Storage) checkpoint.Storage {
+		return &failingList{Storage: s, fail: 3, others: make(chan int32, 3)}
+	}
+	e, err = r.engine("m", dir, false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = e.Run(ctx, nil)
+	if err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("engine: %v, want the injected failure", err)
+	}
+	for p := 0; p < 3; p++ {
+		st, err := pipeline.OpenStore(filepath.Join(dir, "data-m", "state", fmt.Sprintf("%s-%d", loopTopic, p)), pipeline.StoreOptions{})
+		if err != nil {
+			t.Fatalf("partition %d's store is still open after the failed recovery: %v", p, err)
+		}
+		_ = st.Close()
+	}
 }
