@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -145,7 +146,8 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory for the live Pebble stores (rebuilt from snapshots on start; one consumer per directory)")
 	fs.BoolVar(&c.allowStateLoss, "allow-state-loss", false, "start even if records needed to rebuild state are gone from the log (aggregates will be incomplete)")
 	fs.DurationVar(&c.exitWhenIdle, "exit-when-idle", 0, "after this long with no new input and everything committed, snapshot and exit 0 (0: run forever)")
-	fs.IntVar(&c.maxEpochBytes, "max-epoch-bytes", 64<<20, "commit an epoch early when its uncommitted state passes this many bytes (bounds memory)")
+	c.maxEpochBytes = 64 << 20
+	fs.Var((*byteSize)(&c.maxEpochBytes), "max-epoch-bytes", "commit an epoch early when its uncommitted state passes this `size` (e.g. 64MiB; bounds memory)")
 	fs.IntVar(&c.tolerableFailures, "tolerable-checkpoint-failures", 3, "consecutive snapshot failures tolerated before the attempt fails")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "group session timeout")
 	fs.DurationVar(&c.rebalanceTimeout, "rebalance-timeout", time.Minute, "how long a rebalance waits for members to rejoin (Kafka's max.poll.interval.ms); a member that neither rejoins nor expires within it is dropped from the new generation")
@@ -334,6 +336,29 @@ func (c *config) jobSettings(op pipeline.Operator) map[string]string {
 	m := pipeline.StateSettings(op)
 	m["topic"] = c.topic
 	return m
+}
+
+// byteSize is an int flag given as a size (parseBytes), shown in MiB when
+// it is a whole number of them.
+type byteSize int
+
+func (b *byteSize) String() string {
+	if *b != 0 && *b%(1<<20) == 0 {
+		return strconv.Itoa(int(*b)>>20) + "MiB"
+	}
+	return strconv.Itoa(int(*b))
+}
+
+func (b *byteSize) Set(v string) error {
+	n, err := parseBytes(v)
+	if err != nil {
+		return err
+	}
+	if n > math.MaxInt32 {
+		return fmt.Errorf("%q is more than 2 GiB", v)
+	}
+	*b = byteSize(n)
+	return nil
 }
 
 // parseBytes reads a size such as 400MiB, 1GiB, 512MB or a plain number of
