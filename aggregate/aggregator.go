@@ -84,7 +84,7 @@ func New(cfg Config) *Aggregator {
 		cfg.DedupWindow = DefaultDedupWindow
 	}
 	return &Aggregator{schema: cfg.Columns, dedupWindow: cfg.DedupWindow, maxLineBytes: cfg.MaxLineBytes,
-		bucketWidth: max(int64(cfg.DedupWindow/bucketsPerWindow), 1),
+		bucketWidth: bucketWidth(cfg.DedupWindow),
 		schemas:     make(map[string]*txcsv.Schema), hashOrder: make(map[*txcsv.Schema][]int)}
 }
 
@@ -150,6 +150,16 @@ func AccountKey(dst []byte, account string) []byte {
 const bucketsPerWindow = 4
 
 const dedupPrefix = "d/"
+
+// bucketWidth is a quarter of the window, rounded up (so that a window
+// spans at most bucketsPerWindow+1 buckets), at least 1 ns.
+func bucketWidth(window time.Duration) int64 {
+	w := int64(window / bucketsPerWindow)
+	if window%bucketsPerWindow != 0 {
+		w++
+	}
+	return max(w, 1)
+}
 
 // bucketOf is the index of the bucket holding time t: floor(t / width),
 // buckets aligned to the Unix epoch.
@@ -304,7 +314,7 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	a.dkBuf = dedupKey(a.dkBuf, a.bucketOf(t), account, row.TransactionID)
 	if lo, hi := max(live, addSat(t, -a.dedupWindow)), addSat(t, a.dedupWindow); lo <= hi && pipeline.MayContain(st, a.dkBuf) {
 		bhi := a.bucketOf(hi)
-		for i := range bhi - a.bucketOf(lo) + 1 { // at most 2*bucketsPerWindow+2
+		for i := range bhi - a.bucketOf(lo) + 1 { // at most 2*bucketsPerWindow+2 (bucketWidth)
 			setBucket(a.dkBuf, bhi-i)
 			v, ok, err := st.Get(a.dkBuf)
 			if err != nil {

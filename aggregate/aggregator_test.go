@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 	"time"
@@ -319,6 +320,25 @@ func TestAppendJSONString(t *testing.T) {
 		var got string
 		if err := json.Unmarshal(b[1:], &got); err != nil || got != s || b[0] != 'x' {
 			t.Errorf("%q: %s decodes to %q (%v)", s, b, got, err)
+		}
+	}
+}
+
+// A lookup reads at most ten buckets: the span [t - window, t + window]
+// covers at most 2*bucketsPerWindow+2 of them, whatever the window and t.
+func TestDedupLookupBuckets(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, w := range []time.Duration{1, 2, 3, 5, 7, 13, time.Second + 1, time.Hour, 168 * time.Hour, 1<<40 + 3} {
+		a := New(Config{DedupWindow: w})
+		if a.bucketWidth*bucketsPerWindow < int64(w) {
+			t.Fatalf("window %v: width %d covers less than the window in %d buckets", w, a.bucketWidth, bucketsPerWindow)
+		}
+		for i := 0; i < 1000; i++ {
+			ts := r.Int64() - r.Int64()
+			lo, hi := addSat(ts, -w), addSat(ts, w)
+			if n := a.bucketOf(hi) - a.bucketOf(lo) + 1; n > 2*bucketsPerWindow+2 {
+				t.Fatalf("window %v, t %d: %d buckets", w, ts, n)
+			}
 		}
 	}
 }
