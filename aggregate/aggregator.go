@@ -60,6 +60,8 @@ type Aggregator struct {
 	bucketWidth int64 // of the dedup buckets: a quarter of the window, at least 1 ns
 
 	keyBuf, dkBuf []byte
+	valBuf        []byte   // the values a record writes (State.Set copies them)
+	fields        []string // a record's CSV fields (ParseLineInto)
 
 	// cursor is where the next expiry scan of cursorStore starts: every
 	// index key below it has been deleted (see Expire). Nil, or another
@@ -272,7 +274,7 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 			break
 		}
 	}
-	row, err := schema.ParseLine(rec.Value, a.maxLineBytes)
+	row, err := schema.ParseLineInto(a.fields, rec.Value, a.maxLineBytes)
 	if err != nil {
 		reason := txcsv.ReasonOf(err)
 		if reason == "" {
@@ -280,6 +282,9 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 		}
 		out.DeadLetter(string(reason), err.Error())
 		return nil
+	}
+	if cap(row.Fields) <= 64 { // keep a typical row's slice, not a huge one
+		a.fields = row.Fields[:0]
 	}
 	recTime := rec.Timestamp
 	if row.HasTime {
@@ -294,13 +299,9 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	if err != nil {
 		return err
 	}
-	// One allocation for the values this record may write (Set takes
-	// ownership of each; they never overlap): watermark, dedup entry and
-	// the account's state (which grows out of it if it needs more).
-	vals := make([]byte, 8+16+48)
 	if c := min(t, unixNanos(rec.Timestamp)); c > w {
 		w = c
-		if err := st.Set(watermarkKey, binary.BigEndian.AppendUint64(vals[:0:8], uint64(w))); err != nil {
+		if err := st.Set(watermarkKey, binary.BigEndian.AppendUint64(a.valBuf[:0], uint64(w))); err != nil {
 			return err
 		}
 	}
@@ -385,15 +386,15 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	s.Count++
 	s.LastOffset = rec.Offset
 
-	if err := st.Set(a.keyBuf, s.Encode(vals[24:24])); err != nil {
+	a.valBuf = s.Encode(a.valBuf[:0])
+	if err := st.Set(a.keyBuf, a.valBuf); err != nil {
 		return err
 	}
 	// The dedup entry, in t's bucket: it replaces any entry of the id
 	// there, which cannot be live (it would have decided above).
-	dv := vals[8:24:24]
-	binary.BigEndian.PutUint64(dv[:8], uint64(t))
-	binary.BigEndian.PutUint64(dv[8:], h)
-	if err := st.Set(a.dkBuf, dv); err != nil {
+	a.valBuf = binary.BigEndian.AppendUint64(a.valBuf[:0], uint64(t))
+	a.valBuf = binary.BigEndian.AppendUint64(a.valBuf, h)
+	if err := st.Set(a.dkBuf, a.valBuf); err != nil {
 		return err
 	}
 	if !pipeline.Discards(out) { // a replay: the output was committed before

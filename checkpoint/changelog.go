@@ -178,26 +178,8 @@ func (b *ChangeBuffer) Set(key, value []byte) {
 	b.changes++
 }
 
-// SetString is Set with a string key.
-func (b *ChangeBuffer) SetString(key string, value []byte) {
-	b.buf = append(b.buf, ChangeSet)
-	b.buf = binary.AppendUvarint(b.buf, uint64(len(key)))
-	b.buf = append(b.buf, key...)
-	b.buf = binary.AppendUvarint(b.buf, uint64(len(value)))
-	b.buf = append(b.buf, value...)
-	b.changes++
-}
-
 // Delete records key deleted.
 func (b *ChangeBuffer) Delete(key []byte) {
-	b.buf = append(b.buf, ChangeDelete)
-	b.buf = binary.AppendUvarint(b.buf, uint64(len(key)))
-	b.buf = append(b.buf, key...)
-	b.changes++
-}
-
-// DeleteString is Delete with a string key.
-func (b *ChangeBuffer) DeleteString(key string) {
 	b.buf = append(b.buf, ChangeDelete)
 	b.buf = binary.AppendUvarint(b.buf, uint64(len(key)))
 	b.buf = append(b.buf, key...)

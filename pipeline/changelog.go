@@ -95,17 +95,13 @@ func (e *Engine) recordEpoch(ps *partState) {
 	if c == nil || !c.recording() {
 		return
 	}
-	for i := range ps.ov.ents {
-		en := &ps.ov.ents[i]
-		if !en.dirty {
-			continue
-		}
-		if en.deleted {
-			c.cur.DeleteString(en.key)
+	ps.ov.changes(func(key, value []byte, deleted bool) {
+		if deleted {
+			c.cur.Delete(key)
 		} else {
-			c.cur.SetString(en.key, en.val)
+			c.cur.Set(key, value)
 		}
-	}
+	})
 	c.cur.EndEpoch(ps.pos)
 	e.boundChangelog(ps)
 }

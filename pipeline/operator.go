@@ -23,8 +23,9 @@ type Record struct {
 
 // State is the keyed state of the record's partition. Reads see the writes
 // of the current epoch; writes become durable only when the epoch's sink
-// commit succeeds. Returned slices must not be modified. Set takes
-// ownership of value: do not modify or reuse it after the call.
+// commit succeeds. Returned slices must not be modified; they stay valid
+// until Process returns. Set copies key and value: the caller may reuse
+// them.
 type State interface {
 	Get(key []byte) (value []byte, ok bool, err error)
 	Set(key, value []byte) error

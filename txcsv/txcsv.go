@@ -191,6 +191,13 @@ func (r *Row) Key() string {
 // ParseLine splits and validates one CSV line (without its line terminator).
 // maxLen <= 0 means DefaultMaxLineBytes.
 func (s *Schema) ParseLine(line []byte, maxLen int) (Row, error) {
+	return s.ParseLineInto(nil, line, maxLen)
+}
+
+// ParseLineInto is ParseLine with the fields split into scratch's backing
+// array when it is large enough (the returned Row's Fields then share it):
+// a caller that parses one line at a time reuses one slice.
+func (s *Schema) ParseLineInto(scratch []string, line []byte, maxLen int) (Row, error) {
 	if maxLen <= 0 {
 		maxLen = DefaultMaxLineBytes
 	}
@@ -200,7 +207,7 @@ func (s *Schema) ParseLine(line []byte, maxLen int) (Row, error) {
 	if !utf8.Valid(line) {
 		return Row{}, rowErr(ReasonInvalidUTF8, "line is not valid UTF-8")
 	}
-	fields, err := SplitLine(line)
+	fields, err := splitLine(scratch[:0], line)
 	if err != nil {
 		return Row{}, err
 	}
@@ -242,15 +249,19 @@ func (s *Schema) Validate(fields []string) (Row, error) {
 
 // SplitLine splits one CSV line into fields. Lines without quotes take a
 // fast path; quoted lines go through encoding/csv (RFC 4180).
-func SplitLine(line []byte) ([]string, error) {
+func SplitLine(line []byte) ([]string, error) { return splitLine(nil, line) }
+
+// splitLine is SplitLine appending the fields of an unquoted line to out.
+func splitLine(out []string, line []byte) ([]string, error) {
 	line = bytes.TrimSuffix(line, []byte{'\r'})
 	if bytes.IndexByte(line, '"') < 0 {
 		if bytes.IndexByte(line, '\n') >= 0 {
 			// An unquoted newline ends a CSV record, as on the quoted path.
 			return nil, rowErr(ReasonCSVSyntax, "more than one line in a record")
 		}
-		n := bytes.Count(line, []byte{','}) + 1
-		out := make([]string, 0, n)
+		if out == nil {
+			out = make([]string, 0, bytes.Count(line, []byte{','})+1)
+		}
 		// One string allocation for the whole line; fields share it.
 		str := string(line)
 		for {
