@@ -237,7 +237,7 @@ func (l liveEmitter) Emit(key, value []byte) {
 	if l.replaced() {
 		return
 	}
-	l.e.sink.Send(&kgo.Record{Topic: l.e.cfg.OutputTopic, Key: key, Value: value, Timestamp: l.rec.Timestamp}, l.rec)
+	l.e.sink.Send(newOutRecord(l.e.cfg.OutputTopic, key, value, l.rec), l.rec)
 	l.c.out++
 }
 

@@ -81,6 +81,21 @@ type srcCtx struct {
 	off int64
 }
 
+// outRecord is an output record and its srcCtx in one allocation (one
+// per output record, on the hot path).
+type outRecord struct {
+	kgo.Record
+	src srcCtx
+}
+
+// newOutRecord is a record for topic with its Context set to its srcCtx.
+func newOutRecord(topic string, key, value []byte, src *Record) *kgo.Record {
+	o := &outRecord{Record: kgo.Record{Topic: topic, Key: key, Value: value, Timestamp: src.Timestamp},
+		src: srcCtx{Context: context.Background(), p: src.Partition, off: src.Offset}}
+	o.Record.Context = &o.src
+	return &o.Record
+}
+
 // KafkaSinkConfig configures a KafkaSink.
 type KafkaSinkConfig struct {
 	Group, Topic, TopicID string
@@ -151,7 +166,9 @@ func (k *KafkaSink) Begin() error {
 func (k *KafkaSink) Send(r *kgo.Record, src *Record) {
 	// Background context: a shutdown must not fail records that the
 	// final commit is about to flush.
-	r.Context = &srcCtx{Context: context.Background(), p: src.Partition, off: src.Offset}
+	if r.Context == nil {
+		r.Context = &srcCtx{Context: context.Background(), p: src.Partition, off: src.Offset}
+	}
 	k.src.Session().Produce(r.Context, r, k.promise)
 }
 

@@ -384,7 +384,11 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 	scfg := offsets.Config{
 		Topic: c.topic, Group: c.group, InstanceID: c.instanceID,
 		SessionTimeout: c.sessionTimeout, RebalanceTimeout: c.rebalanceTimeout, TransactionTimeout: c.txnTimeout,
-		FetchMaxBytes: 16 << 20, PartitionMaxBytes: 4 << 20, MaxBufferedRecords: 20000,
+		// Fetched batches wait in the client until processed, decompressed
+		// and as a kgo.Record each: 16/4 MiB fetches held ~110 MB of the
+		// heap and peak RSS was 80 MiB higher than with 4/1 MiB (Kafka's
+		// own default per partition), for no less CPU per record.
+		FetchMaxBytes: 4 << 20, PartitionMaxBytes: 1 << 20, MaxBufferedRecords: 20000,
 		ConnOpts: d.connOpts, ExtraOpts: append([]kgo.Opt{c.compressionOpt()}, d.extraOpts...), Logger: d.log,
 	}
 	if c.sink == "kafka" {
