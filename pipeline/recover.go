@@ -7,11 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/txstream/txstream/checkpoint"
 	"github.com/txstream/txstream/job"
@@ -76,52 +76,25 @@ func (e *Engine) recoveryInput(ctx context.Context, p int32) (RecoveryInput, err
 // once all are ready; if one fails, the others' stores are closed and the
 // first failure is returned.
 func (e *Engine) recoverPartitions(ctx context.Context, parts []int32) error {
-	if len(parts) == 1 {
-		r, err := e.recoverPartition(ctx, parts[0])
-		if err != nil {
-			return err
-		}
-		e.install(r)
-		return nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	res := make([]*readyPartition, len(parts))
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+	// The first error cancels the others: this attempt fails anyway.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, runtime.GOMAXPROCS(0)))
 	for i, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			err := job.Safely(func() error {
-				var err error
-				res[i], err = e.recoverPartition(ctx, p)
+		g.Go(func() error {
+			return job.Safely(func() (err error) {
+				res[i], err = e.recoverPartition(gctx, p)
 				return err
 			})
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-				cancel() // the others stop: this attempt fails anyway
-			}
-		}()
+		})
 	}
-	wg.Wait()
-	if firstErr != nil {
+	if err := g.Wait(); err != nil {
 		for _, r := range res {
 			if r != nil {
 				_ = r.ps.store.Close()
 			}
 		}
-		return firstErr
+		return err
 	}
 	for _, r := range res {
 		e.install(r)
