@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"slices"
 	"strconv"
@@ -61,6 +60,7 @@ type Aggregator struct {
 
 	keyBuf, dkBuf []byte
 	valBuf        []byte   // the values a record writes (State.Set copies them)
+	outBuf        []byte   // the output record's key and value (Emit copies them)
 	fields        []string // a record's CSV fields (ParseLineInto)
 
 	// cursor is where the next expiry scan of cursorStore starts: every
@@ -265,6 +265,10 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	schema := a.schema
 	for _, h := range rec.Headers {
 		if h.Key == txcsv.HeaderColumns {
+			if s, ok := a.schemas[string(h.Value)]; ok { // no allocation: the usual case
+				schema = s
+				break
+			}
 			s, err := a.schemaFor(string(h.Value))
 			if err != nil {
 				out.DeadLetter(string(txcsv.ReasonBadHeader), err.Error())
@@ -398,9 +402,13 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 		return err
 	}
 	if !pipeline.Discards(out) { // a replay: the output was committed before
-		// Key and value in one allocation.
-		buf := append(make([]byte, 0, len(account)+256), account...)
-		out.Emit(buf[:len(account):len(account)], appendOutput(buf[len(account):], rec, &row, account, &s))
+		// Key and value built in one reused buffer (Emit copies them).
+		buf := append(a.outBuf[:0], account...)
+		buf = appendOutput(buf, rec, &row, account, &s)
+		out.Emit(buf[:len(account):len(account)], buf[len(account):])
+		if cap(buf) <= 64<<10 { // keep a typical record's buffer, not a huge one
+			a.outBuf = buf
+		}
 	}
 	return nil
 }
@@ -444,15 +452,31 @@ func (a *Aggregator) order(s *txcsv.Schema) []int {
 
 // contentHash identifies a transaction's content independent of column
 // order: every column except transaction_id, in column-name order.
+//
+// The hash is 64-bit FNV-1a (dedup entries in existing state hold it, so
+// it must not change), computed inline: hash/fnv behind its interface
+// cost a conversion and an indirect call per piece.
 func contentHash(order []int, s *txcsv.Schema, r *txcsv.Row) uint64 {
-	f := fnv.New64a()
+	h := uint64(fnvOffset64)
 	for _, i := range order {
-		_, _ = f.Write([]byte(s.Column(i)))
-		_, _ = f.Write([]byte{0})
-		_, _ = f.Write([]byte(strings.TrimSpace(r.Fields[i])))
-		_, _ = f.Write([]byte{0})
+		h = fnvString(h, s.Column(i))
+		h = (h ^ 0) * fnvPrime64
+		h = fnvString(h, strings.TrimSpace(r.Fields[i]))
+		h = (h ^ 0) * fnvPrime64
 	}
-	return f.Sum64()
+	return h
+}
+
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
+
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * fnvPrime64
+	}
+	return h
 }
 
 // Account state encodings. Format 2 stores decimals in binary (sign,

@@ -5,9 +5,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -339,6 +342,32 @@ func TestDedupLookupBuckets(t *testing.T) {
 			if n := a.bucketOf(hi) - a.bucketOf(lo) + 1; n > 2*bucketsPerWindow+2 {
 				t.Fatalf("window %v, t %d: %d buckets", w, ts, n)
 			}
+		}
+	}
+}
+
+// The content hash is stored in dedup entries, so it must stay 64-bit
+// FNV-1a over "column 0x00 trimmed-field 0x00" in column-name order, as
+// hash/fnv computes it.
+func TestContentHashIsFNV1a(t *testing.T) {
+	s := txcsv.MustSchema("transaction_id", "account_id", "amount", "timestamp", "note")
+	a := New(Config{Columns: s})
+	for _, line := range []string{
+		"t1,ACC-1,10.00,2024-01-01T00:00:00Z,",
+		"t2, ACC-2 , -3.5 ,2024-01-01T00:00:01Z,caf\u00e9 au lait",
+		"t3,ACC-3,0.01,2024-01-01T00:00:02Z,\x01\xff",
+	} {
+		row := txcsv.Row{Fields: strings.Split(line, ",")}
+		f := fnv.New64a()
+		for _, col := range []string{"account_id", "amount", "note", "timestamp"} {
+			i := slices.Index(s.Columns(), col)
+			f.Write([]byte(col))
+			f.Write([]byte{0})
+			f.Write([]byte(strings.TrimSpace(row.Fields[i])))
+			f.Write([]byte{0})
+		}
+		if got, want := contentHash(a.order(s), s, &row), f.Sum64(); got != want {
+			t.Errorf("%q: contentHash = %#x, hash/fnv gives %#x", line, got, want)
 		}
 	}
 }

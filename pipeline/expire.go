@@ -7,15 +7,14 @@ package pipeline
 //
 // The engine calls Expire on a partition's committed store after it has
 // applied a committed epoch (overlay.apply), from the partition's
-// processing goroutine (the store's hot cache is not synchronised), with
+// processing goroutine (the store's key filter is not synchronised), with
 // the same *Store for as long as the partition's store is open (a restored
 // partition gets a new Store and a new operator), so an operator may keep
 // a scan position per store. Expire removes at most budget entries, in one
 // unsynced Pebble batch, and never touches the store's offset; removed ==
 // budget means more may be due, and the next call continues where this one
 // stopped. Store.NewIter and Store.DeleteKeys are the API for it: a bounded
-// scan of the committed state, and a deletion that keeps the hot cache
-// consistent.
+// scan of the committed state, and a deletion.
 //
 // Budget: each accepted record adds one entry, which becomes due a window
 // of record time later, so a budget below the records per epoch lets the

@@ -35,7 +35,8 @@ type State interface {
 // Emitter receives an operator's results for one record.
 type Emitter interface {
 	// Emit publishes an output record (to the output topic) with key and
-	// value. The emitter copies neither: do not reuse the slices.
+	// value. The emitter copies both (or is done with them when Emit
+	// returns): the caller may reuse the slices.
 	Emit(key, value []byte)
 	// DeadLetter sends the input record to the dead-letter topic with a
 	// stable reason code and a human-readable detail. Bad input is never

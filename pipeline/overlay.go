@@ -240,25 +240,6 @@ func (o *overlay) apply(nextOffset int64) error {
 			return err
 		}
 	}
-	// Keep cached keys current (write-through); new keys stay out. The
-	// cache keeps copies: the arena is reused by the next epoch.
-	hot := o.store.hot
-	for i := range o.ents {
-		e := &o.ents[i]
-		if !e.dirty {
-			continue
-		}
-		k := o.arena.bytes(e.key)
-		if old, cached := hot[string(k)]; cached {
-			if e.deleted {
-				delete(hot, string(k))
-			} else {
-				// In place: the cache's values are its own (readCommitted
-				// hands them only to Get, which copies them into the arena).
-				hot[string(k)] = append(old[:0], o.arena.bytes(e.val)...)
-			}
-		}
-	}
 	o.reset()
 	return nil
 }

@@ -90,6 +90,10 @@ type outRecord struct {
 
 // newOutRecord is a record for topic with its Context set to its srcCtx.
 func newOutRecord(topic string, key, value []byte, src *Record) *kgo.Record {
+	buf := make([]byte, len(key)+len(value))
+	copy(buf, key)
+	copy(buf[len(key):], value)
+	key, value = buf[:len(key):len(key)], buf[len(key):]
 	o := &outRecord{Record: kgo.Record{Topic: topic, Key: key, Value: value, Timestamp: src.Timestamp},
 		src: srcCtx{Context: context.Background(), p: src.Partition, off: src.Offset}}
 	o.Record.Context = &o.src

@@ -22,13 +22,8 @@ var offsetKey = []byte("\xff\xfftxstream/offset")
 type Store struct {
 	db  *pebble.DB
 	dir string
-	// hot caches committed values that were read and found: the keys an
-	// operator re-reads (an account's aggregate), not the write-once keys
-	// it only probes (dedup entries). Used only by the partition's
-	// processing goroutine; bounded by hotMax entries.
-	hot map[string][]byte
 	// filter, if enabled (EnableFilter), rules out reads of absent keys
-	// under its prefix. Processing goroutine only, like hot.
+	// under its prefix. Used only by the partition's processing goroutine.
 	filter *probeFilter
 	// onDelete, if set, sees the keys DeleteKeys deleted (the change log
 	// records expiry).
@@ -52,8 +47,6 @@ const (
 	memTableSize     = 16 << 20
 	memtableHeadroom = 2 * memTableSize
 )
-
-const hotMax = 200_000
 
 // pebbleLogger sends Pebble's log lines to zap.
 type pebbleLogger struct{ l *zap.SugaredLogger }
@@ -113,7 +106,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	// the key space (dedup entries) is most of it, so merging twice as
 	// many flushes at once halves that work (-15..25% CPU per record in
 	// aggregate.BenchmarkProcess). The cost is more L0 files per read,
-	// which the hot cache and the key filter keep off most reads.
+	// which the key filter keeps off most dedup lookups.
 	opts.L0CompactionThreshold, opts.L0StopWritesThreshold = 8, 24
 	opts.Cleaner = walNoRecycle{}
 	opts.FS = noSyncFS{vfs.Default}
@@ -133,7 +126,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("opening state store %s: %w", dir, err)
 	}
 	gate.Open()
-	st := &Store{db: db, dir: dir, hot: make(map[string][]byte)}
+	st := &Store{db: db, dir: dir}
 	if o.Cache != nil {
 		st.giveBack = o.Cache.Reserve(-memtableHeadroom)
 	}
@@ -176,11 +169,11 @@ func (s *Store) Get(key []byte) ([]byte, bool, error) {
 	return out, true, nil
 }
 
-// readCommitted is Get through the hot cache (processing goroutine only).
+// readCommitted is Get through the key filter (processing goroutine only).
+// There is no cache of values in front of Pebble: its memtables and block
+// cache answer a re-read, and a Go map of values cost more in garbage
+// collection (it held Go pointers per entry) than it saved in reads.
 func (s *Store) readCommitted(key []byte) ([]byte, bool, error) {
-	if v, ok := s.hot[string(key)]; ok {
-		return v, true, nil
-	}
 	if f := s.filter; f != nil && f.covers(key) {
 		if !f.mayContain(key) {
 			f.ruledOut++
@@ -188,20 +181,7 @@ func (s *Store) readCommitted(key []byte) ([]byte, bool, error) {
 		}
 		f.passed++
 	}
-	v, ok, err := s.Get(key)
-	if ok && err == nil {
-		if len(s.hot) >= hotMax {
-			n := 0
-			for k := range s.hot { // evict an arbitrary tenth
-				delete(s.hot, k)
-				if n++; n >= hotMax/10 {
-					break
-				}
-			}
-		}
-		s.hot[string(key)] = v
-	}
-	return v, ok, err
+	return s.Get(key)
 }
 
 // NewIter iterates over the committed state in [lower, upper) (nil: no
@@ -219,8 +199,7 @@ func (s *Store) NewIter(lower, upper []byte) (*pebble.Iterator, error) {
 }
 
 // DeleteKeys deletes committed keys in one unsynced batch (like an epoch's
-// apply: durability comes from snapshots and replay) and drops them from
-// the hot cache, so that later reads do not see them. It is for operators
+// apply: durability comes from snapshots and replay). It is for operators
 // that remove state outside Process (Expirer), from the partition's
 // processing goroutine and not while an epoch holds writes of the same
 // keys. It refuses the store's offset key, which only the engine writes.
@@ -241,9 +220,6 @@ func (s *Store) DeleteKeys(keys [][]byte) error {
 	}
 	if err := s.db.Apply(b, pebble.NoSync); err != nil {
 		return fmt.Errorf("deleting %d keys from state store %s: %w", len(keys), s.dir, err)
-	}
-	for _, k := range keys {
-		delete(s.hot, string(k))
 	}
 	if s.onDelete != nil {
 		s.onDelete(keys)
