@@ -157,6 +157,7 @@ type partState struct {
 	// clog is the partition's change log (changelog mode; nil otherwise).
 	clog *changelog
 	rec  Record
+	out  outSlab // the partition's output records (processing goroutine only)
 	// Counts of the open epoch, added to the totals only when it commits,
 	// so that metrics count each record once however often it is redone.
 	ep, total counts

@@ -231,13 +231,14 @@ type liveEmitter struct {
 	e   *Engine
 	rec *Record
 	c   *counts
+	out *outSlab
 }
 
 func (l liveEmitter) Emit(key, value []byte) {
 	if l.replaced() {
 		return
 	}
-	l.e.sink.Send(newOutRecord(l.e.cfg.OutputTopic, key, value, l.rec), l.rec)
+	l.e.sink.Send(l.out.record(l.e.cfg.OutputTopic, key, value, l.rec), l.rec)
 	l.c.out++
 }
 

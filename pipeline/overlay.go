@@ -208,7 +208,16 @@ func (o *overlay) changes(fn func(key, value []byte, deleted bool)) {
 
 // apply writes the overlay's dirty entries and the new offset atomically.
 func (o *overlay) apply(nextOffset int64) error {
-	b := o.store.db.NewBatch()
+	// Sized up front: grown by doubling, the batch's copies cost ~2% of
+	// the consumer's CPU. A record is a kind byte, two varint lengths,
+	// the key and the value.
+	size := 64
+	for i := range o.ents {
+		if e := &o.ents[i]; e.dirty {
+			size += 11 + int(e.key.n) + int(e.val.n)
+		}
+	}
+	b := o.store.db.NewBatchWithSize(size)
 	defer b.Close()
 	for i := range o.ents {
 		e := &o.ents[i]

@@ -78,7 +78,7 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 				Err: fmt.Errorf("operator panic: %v\n%s", r, debug.Stack())}
 		}
 	}()
-	em := liveEmitter{e: e, rec: &ps.rec, c: &ps.ep}
+	em := liveEmitter{e: e, rec: &ps.rec, c: &ps.ep, out: &ps.out}
 	for _, kr := range recs {
 		cur = kr
 		if kr.Offset < ps.pos {

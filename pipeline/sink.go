@@ -81,21 +81,53 @@ type srcCtx struct {
 	off int64
 }
 
-// outRecord is an output record and its srcCtx in one allocation (one
-// per output record, on the hot path).
+// outRecord is an output record and the context that carries its input
+// coordinates to the produce promise.
 type outRecord struct {
 	kgo.Record
 	src srcCtx
 }
 
-// newOutRecord is a record for topic with its Context set to its srcCtx.
-func newOutRecord(topic string, key, value []byte, src *Record) *kgo.Record {
-	buf := make([]byte, len(key)+len(value))
+// outSlab carves output records, and copies of their keys and values, out
+// of blocks of many: two allocations per block instead of two per record
+// (the allocations were ~3% of the consumer's CPU). A block stays in
+// memory until the client has released every record carved from it; the
+// records of a block are produced together and acknowledged within one
+// epoch, so that is soon. Not safe for concurrent use: each partition has
+// its own.
+type outSlab struct {
+	recs []outRecord
+	buf  []byte
+}
+
+const (
+	slabRecords = 128
+	slabBytes   = 32 << 10
+)
+
+// record is an output record for topic with copies of key and value and
+// its Context set to its srcCtx.
+func (s *outSlab) record(topic string, key, value []byte, src *Record) *kgo.Record {
+	if len(s.recs) == 0 {
+		s.recs = make([]outRecord, slabRecords)
+	}
+	o := &s.recs[0]
+	s.recs = s.recs[1:]
+	n := len(key) + len(value)
+	var buf []byte
+	if n > slabBytes/4 { // a large record gets its own
+		buf = make([]byte, n)
+	} else {
+		if n > cap(s.buf)-len(s.buf) {
+			s.buf = make([]byte, 0, slabBytes)
+		}
+		buf = s.buf[len(s.buf) : len(s.buf)+n : len(s.buf)+n]
+		s.buf = s.buf[:len(s.buf)+n]
+	}
 	copy(buf, key)
 	copy(buf[len(key):], value)
-	key, value = buf[:len(key):len(key)], buf[len(key):]
-	o := &outRecord{Record: kgo.Record{Topic: topic, Key: key, Value: value, Timestamp: src.Timestamp},
-		src: srcCtx{Context: context.Background(), p: src.Partition, off: src.Offset}}
+	o.Record = kgo.Record{Topic: topic, Key: buf[:len(key):len(key)], Value: buf[len(key):], Timestamp: src.Timestamp}
+	o.src = srcCtx{Context: context.Background(), p: src.Partition, off: src.Offset}
 	o.Record.Context = &o.src
 	return &o.Record
 }
