@@ -91,10 +91,10 @@ type outRecord struct {
 // outSlab carves output records, and copies of their keys and values, out
 // of blocks of many: two allocations per block instead of two per record
 // (the allocations were ~3% of the consumer's CPU). A block stays in
-// memory until the client has released every record carved from it; the
-// records of a block are produced together and acknowledged within one
-// epoch, so that is soon. Not safe for concurrent use: each partition has
-// its own.
+// memory until the client has released every record carved from it; a
+// block's records are produced within an epoch or two and released when
+// the commit that ends them is done, so that is soon. Not safe for
+// concurrent use: each partition has its own.
 type outSlab struct {
 	recs []outRecord
 	buf  []byte
