@@ -460,9 +460,9 @@ func contentHash(order []int, s *txcsv.Schema, r *txcsv.Row) uint64 {
 	h := uint64(fnvOffset64)
 	for _, i := range order {
 		h = fnvString(h, s.Column(i))
-		h = (h ^ 0) * fnvPrime64
+		h *= fnvPrime64 // the 0x00 separator (h ^ 0 == h)
 		h = fnvString(h, strings.TrimSpace(r.Fields[i]))
-		h = (h ^ 0) * fnvPrime64
+		h *= fnvPrime64
 	}
 	return h
 }

@@ -98,7 +98,6 @@ func processCPU() time.Duration {
 // sinkEmitter keeps what a sink keeps of an output (its bytes) and counts.
 type sinkEmitter struct {
 	out, dlq, dup, bytes int
-	replay               bool
 }
 
 func (s *sinkEmitter) Emit(k, v []byte)          { s.out++; s.bytes += len(k) + len(v) }

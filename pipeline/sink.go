@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -379,6 +377,3 @@ func (s *StdoutSink) Abort(context.Context) error {
 func (s *StdoutSink) Committed(ctx context.Context, p int32) (int64, error) {
 	return s.src.Committed(ctx, p)
 }
-
-// sortedKeys is the partitions of a position map in order (logs, progress).
-func sortedKeys(m map[int32]int64) []int32 { return slices.Sorted(maps.Keys(m)) }

@@ -377,7 +377,7 @@ func (c *Cluster) WaitISR(minISR int, timeout time.Duration) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("Kafka cluster not healthy within %v: %s", timeout, last)
+			return fmt.Errorf("the Kafka cluster is not healthy within %v: %s", timeout, last)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
