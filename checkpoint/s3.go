@@ -169,7 +169,20 @@ func (s *S3Store) init(ctx context.Context, mustExist bool) error {
 			return fmt.Errorf("%w: %s has no %s object", ErrNotCheckpointDir, s.loc, formatFile)
 		}
 		if attempt > 0 {
-			return fmt.Errorf("checkpoint: %s: %s vanished after it was created", s.loc, formatFile)
+			// The store said FORMAT exists (our conditional write lost,
+			// or a listing showed it) yet a read does not find it. Some
+			// S3-compatible stores answer a conditional write from
+			// metadata published before the object's data (versitygw
+			// with sidecar metadata does): give it a moment, then call
+			// it gone.
+			if attempt >= formatReadAttempts {
+				return fmt.Errorf("checkpoint: %s: %s vanished after it was created (not readable after %d attempts)",
+					s.loc, formatFile, attempt)
+			}
+			if err := sleepCtx(ctx, time.Duration(10<<attempt)*time.Millisecond); err != nil {
+				return fmt.Errorf("checkpoint: %s: wait for %s: %w", s.loc, formatFile, err)
+			}
+			continue
 		}
 		objs, err := s.list(ctx, "", true, 1)
 		if err != nil {
@@ -200,6 +213,21 @@ func (s *S3Store) init(ctx context.Context, mustExist bool) error {
 			return fmt.Errorf("checkpoint: %s: write %s: %w", s.loc, formatFile, err)
 		}
 		// Created, or another process created it first: read it back.
+	}
+}
+
+// formatReadAttempts bounds the reads of a FORMAT object the store says
+// exists: waits of 20 ms doubling, about 5 s in all.
+const formatReadAttempts = 9
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
