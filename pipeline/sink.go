@@ -230,7 +230,9 @@ func (k *KafkaSink) Commit(ctx context.Context, positions map[int32]int64, touch
 	k.inTxn = false
 	sess := k.src.Session()
 	abort := func(cause error) (bool, error) {
-		if _, err := sess.End(ctx, kgo.TryAbort); err != nil {
+		_, err := sess.End(ctx, kgo.TryAbort)
+		k.forgetErrors()
+		if err != nil {
 			return false, errors.Join(cause, fmt.Errorf("aborting transaction: %w", err))
 		}
 		return false, cause
@@ -294,13 +296,22 @@ func (k *KafkaSink) Abort(ctx context.Context) error {
 		return nil
 	}
 	k.inTxn = false
-	k.mu.Lock()
-	k.firstErr, k.unwritable = nil, nil
-	k.mu.Unlock()
-	if _, err := k.src.Session().End(ctx, kgo.TryAbort); err != nil {
+	_, err := k.src.Session().End(ctx, kgo.TryAbort)
+	k.forgetErrors()
+	if err != nil {
 		return fmt.Errorf("aborting transaction: %w", err)
 	}
 	return nil
+}
+
+// forgetErrors drops the produce errors of an aborted transaction. Called
+// after End(TryAbort), which fails the records still buffered with
+// kgo.ErrAborting and returns once their promises have run: cleared
+// before it, those failures would be charged to the next epoch.
+func (k *KafkaSink) forgetErrors() {
+	k.mu.Lock()
+	k.firstErr, k.unwritable = nil, nil
+	k.mu.Unlock()
 }
 
 // Committed implements Sink.
