@@ -24,13 +24,15 @@ const DefaultDedupWindow = 168 * time.Hour
 // Name is the operator's name and state version (pipeline.Operator.Name,
 // and the "operator" compatibility setting of its snapshots).
 //
+// v4 (from v3): dedup entries may be packed, many to a Pebble value
+// (pipeline.Packer); a v3 reader would not see them.
 // v3 (from v2): dedup entries are keyed by a time bucket of a quarter of
 // the dedup window (dedupKey) and expire a bucket at a time; the time index
 // of v2 (an x/ key per entry, written by every accepted record) is gone.
 // v2 (from v1): the state has a watermark and dedup entries expire against
 // it; records more than the window behind it are dead-lettered. The keys
 // differ, so older state is not compatible.
-const Name = "txstream.aggregator/v3"
+const Name = "txstream.aggregator/v4"
 
 // ReasonLateRecord is the dead-letter reason of a record whose time is more
 // than the dedup window behind its partition's watermark: no dedup entry
@@ -105,6 +107,18 @@ func (a *Aggregator) ProbeKey(key []byte) []byte {
 	}
 	return key[len(dedupPrefix)+8:]
 }
+
+// ReadsState implements pipeline.StateUpgrader: v4 reads v3 state (its
+// dedup entries are v4's unpacked ones), so a v3 snapshot or savepoint is
+// restored and continues as v4.
+func (a *Aggregator) ReadsState(name string) bool { return name == nameV3 }
+
+const nameV3 = "txstream.aggregator/v3"
+
+// PackedGroupLen implements pipeline.Packer: dedup entries are packed per
+// time bucket (the prefix and the 8-byte bucket), so that expiring a
+// bucket removes its packed values with it.
+func (a *Aggregator) PackedGroupLen() int { return len(dedupPrefix) + 8 }
 
 // DedupWindow is the configured window (part of the compatibility
 // settings: a restored state was built with some window).

@@ -306,12 +306,20 @@ func TestStateSettings(t *testing.T) {
 		window string
 	}{{Config{}, "168h0m0s"}, {Config{DedupWindow: 90 * time.Minute}, "1h30m0s"}} {
 		a := New(c.cfg)
-		want := map[string]string{"operator": "txstream.aggregator/v3", "dedup_window": c.window}
+		want := map[string]string{"operator": "txstream.aggregator/v4", "dedup_window": c.window}
 		if got := a.StateSettings(); !maps.Equal(got, want) {
 			t.Errorf("StateSettings() = %v, want %v", got, want)
 		}
 		if got := pipeline.StateSettings(a); !maps.Equal(got, want) {
 			t.Errorf("pipeline.StateSettings = %v, want %v", got, want)
+		}
+	}
+	// v4 reads v3 state (all of its dedup entries are keys of their own),
+	// nothing older.
+	a := New(Config{})
+	for name, want := range map[string]bool{"txstream.aggregator/v3": true, "txstream.aggregator/v2": false, "txstream.aggregator/v4": false, "other": false} {
+		if got := a.ReadsState(name); got != want {
+			t.Errorf("ReadsState(%q) = %v, want %v", name, got, want)
 		}
 	}
 }

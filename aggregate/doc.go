@@ -73,6 +73,7 @@
 //
 //	a/<account>                  the account's AccountState (AccountKey; AccountState.Encode)
 //	d/<bucket><account> 0x00 <txid>  dedup entry: time seen (Unix ns, big-endian int64), content hash (big-endian uint64)
+//	d/<bucket> 0xff 0xfe <seq>   packed dedup entries of the bucket (below)
 //	m/watermark                  the watermark W (Unix ns, big-endian int64); absent before the first parsed record
 //
 // A dedup entry lives in the time bucket of its time seen: buckets are a
@@ -85,7 +86,21 @@
 // value: the state holds up to 1.25 windows of entries. A lookup asks the
 // key filter once for the id (pipeline.ProbeKeyer: the key without its
 // bucket) and, when the filter does not rule it out, reads the buckets
-// from t + window down to max(W - window, t - window), at most ten. A
-// change of this layout or of the decisions above is a new Name (the state
-// version), which makes older snapshots incompatible (StateSettings).
+// from t + window down to max(W - window, t - window), at most ten.
+//
+// The dedup keys are packed (pipeline.Packer, groups of d/<bucket>): the
+// store writes an epoch's new entries of a bucket many to a Pebble value,
+// d/<bucket> 0xff 0xfe <8-byte sequence>, and finds them through an
+// in-memory index of their fingerprints, up to --dedup-index-entries per
+// partition; beyond it, and for an entry that replaces one already in the
+// store, the entry is its own Pebble key as above. The key and value of an
+// entry, and what a lookup returns, are the same either way; Expire
+// deletes a bucket's packed values with its keys (they sort inside the
+// bucket's range).
+//
+// A change of this layout or of the decisions above is a new Name (the
+// state version), which makes older snapshots incompatible
+// (StateSettings), unless the new version reads the old state
+// (ReadsState): v4 restores v3 snapshots, whose entries are all keys of
+// their own.
 package aggregate

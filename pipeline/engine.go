@@ -41,6 +41,11 @@ type Config struct {
 	// TolerableSnapshotFailures consecutive failed snapshots are tolerated;
 	// one more fails the attempt.
 	TolerableSnapshotFailures int
+	// PackEntries bounds the keys each partition's index of packed state
+	// keys holds (operators that implement Packer; see Store.EnableFilter):
+	// 0 = DefaultPackEntries, negative = no new packing (the keys already
+	// packed stay readable).
+	PackEntries int
 	// ExpireBudget bounds the expired state entries removed after each
 	// committed epoch (operators that implement Expirer).
 	ExpireBudget int
@@ -145,6 +150,7 @@ type partState struct {
 	// records; -1 unknown).
 	start          int64
 	applied        int64 // offsets the last committed epoch covered (expiry budget)
+	packFull       bool  // the store's packing index was full at the last apply (logged on change)
 	dirty          bool  // applied changes since the last snapshot
 	snapInFlight   bool
 	recoveredFrom  string

@@ -135,6 +135,16 @@ func (e *Engine) applyPartition(ps *partState) error {
 	if err := ps.ov.apply(ps.pos); err != nil {
 		return err
 	}
+	if full := ps.store.packFull(); full != ps.packFull {
+		ps.packFull = full
+		packed, fallback, entries := ps.store.PackStats()
+		if full {
+			e.log.Info("the partition's index of packed state keys is full: new ones are written one Pebble key each (more CPU per record) until expiry makes room; raise --dedup-index-entries if memory allows",
+				zap.Int32("partition", ps.p), zap.Int("entries", entries), zap.Int64("packed", packed), zap.Int64("unpacked", fallback))
+		} else {
+			e.log.Info("the partition's index of packed state keys has room again", zap.Int32("partition", ps.p), zap.Int("entries", entries))
+		}
+	}
 	ps.applied = ps.pos - ps.next
 	ps.next = ps.pos
 	ps.dirty = true

@@ -52,9 +52,22 @@ func MayContain(st State, key []byte) bool {
 // filter is never persisted: a restored store is a new Store, whose filter
 // is built from its own contents.
 func (s *Store) EnableFilter(pr Prober) error {
+	return s.EnableFilterPacked(pr, DefaultPackEntries)
+}
+
+// EnableFilterPacked is EnableFilter with packing (pr a Packer) bounded to
+// packEntries keys in the index: beyond them (with 0, always) new keys are
+// written as Pebble keys. The packed values the store already holds are
+// indexed whatever the bound, in the same scan that builds the filter:
+// their keys must stay readable.
+func (s *Store) EnableFilterPacked(pr Prober, packEntries int) error {
 	f := &probeFilter{prefix: bytes.Clone(pr.ProbedPrefix()), seed: maphash.MakeSeed()}
 	if pk, ok := pr.(ProbeKeyer); ok {
 		f.probeKey = pk.ProbeKey
+	}
+	s.pack = nil
+	if p, ok := pr.(Packer); ok {
+		s.pack = newPacking(p, max(packEntries, 0))
 	}
 	if err := s.buildFilter(f); err != nil {
 		return err
@@ -73,15 +86,33 @@ func (s *Store) FilterStats() (ruledOut, passed int64) {
 }
 
 // buildFilter sizes f for twice the keys under its prefix (at least
-// minFilterKeys) and adds them.
+// minFilterKeys) and adds them, the packed ones included; with packing,
+// it rebuilds the index of packed keys in the same scan (dropping the
+// entries of deleted packed values).
 func (s *Store) buildFilter(f *probeFilter) error {
 	it, err := s.NewIter(f.prefix, prefixEnd(f.prefix))
 	if err != nil {
 		return err
 	}
 	var hs []uint64
+	pk := s.pack
+	if pk != nil {
+		pk.reset(0)
+	}
+	add := func(k []byte) { hs = append(hs, maphash.Bytes(f.seed, f.keyOf(k))) }
 	for ok := it.First(); ok; ok = it.Next() {
-		hs = append(hs, maphash.Bytes(f.seed, f.keyOf(it.Key())))
+		if pk != nil && pk.isPackKey(it.Key()) {
+			v, err := it.ValueAndErr()
+			if err == nil {
+				err = pk.addValue(it.Key(), v, add)
+			}
+			if err != nil {
+				_ = it.Close()
+				return fmt.Errorf("building the key filter of %s: packed value %q: %w", s.dir, it.Key(), err)
+			}
+			continue
+		}
+		add(it.Key())
 	}
 	if err := it.Error(); err != nil {
 		_ = it.Close()
@@ -162,6 +193,26 @@ func (f *probeFilter) addHash(h uint64) {
 		h2 >>= 9
 	}
 	f.added++
+}
+
+// addReport adds a covered key and reports whether the filter may have
+// held it before (mayContain and add with one hash).
+func (f *probeFilter) addReport(key []byte) (had bool) {
+	h := maphash.Bytes(f.seed, f.keyOf(key))
+	b := &f.blocks[f.block(h)]
+	h2 := mix(h)
+	had = true
+	for i := 0; i < filterK; i++ {
+		bit := h2 & 511
+		m := uint64(1) << (bit & 63)
+		if b[bit>>6]&m == 0 {
+			had = false
+			b[bit>>6] |= m
+		}
+		h2 >>= 9
+	}
+	f.added++
+	return had
 }
 
 // mayContain is false only for a covered key whose probe key was never

@@ -86,6 +86,18 @@ type Compatibility interface {
 	StateSettings() map[string]string
 }
 
+// StateUpgrader is implemented by an operator that reads the state an
+// earlier version of it wrote. ReadsState reports whether it restores a
+// snapshot whose "operator" setting is name (an earlier Name); the
+// engine then accepts the snapshot despite the different name (every
+// other setting must still match). From there on the state holds what
+// this version writes, and later snapshots carry its Name, which the
+// earlier version refuses: a rollback starts from a snapshot or
+// savepoint the earlier version took.
+type StateUpgrader interface {
+	ReadsState(name string) bool
+}
+
 // StateSettings is op's part of the job settings a snapshot must match: a
 // copy of its StateSettings if it implements Compatibility, with
 // "operator" set to op.Name() when missing; just the latter otherwise.

@@ -60,6 +60,8 @@ type overlay struct {
 	slots []int32 // position in ents + 1; 0 = empty. len is a power of two
 	bytes int     // arena bytes plus entry overhead: what max-epoch-bytes bounds
 	dirty int
+	// packIdx is apply's list of entries to pack, kept for the next epoch.
+	packIdx []int
 }
 
 // entry is a key the epoch read or wrote. Pointer-free.
@@ -69,6 +71,10 @@ type entry struct {
 	val     span
 	deleted bool // absent: read and not found, or deleted
 	dirty   bool // written by the epoch
+	// fresh: the committed store holds no value of the key (it was read
+	// and not found, or the filter ruled it out when it was first
+	// written), so it may be packed (Packer) without shadowing one.
+	fresh bool
 }
 
 // entryOverhead approximates an entry's memory beyond its bytes: the entry
@@ -76,7 +82,11 @@ type entry struct {
 const entryOverhead = 48
 
 func newOverlay(s *Store) *overlay {
-	return &overlay{store: s, seed: maphash.MakeSeed(), slots: make([]int32, 1024)}
+	seed := maphash.MakeSeed()
+	if s.pack != nil {
+		seed = s.pack.seed // an entry's hash is then its packing fingerprint
+	}
+	return &overlay{store: s, seed: seed, slots: make([]int32, 1024)}
 }
 
 // find returns the position of key's entry, or -1, and key's hash.
@@ -138,7 +148,7 @@ func (o *overlay) Get(key []byte) ([]byte, bool, error) {
 	}
 	// Cache reads too: operators (the aggregator) read a key right before
 	// writing it.
-	e := entry{deleted: !ok}
+	e := entry{deleted: !ok, fresh: !ok}
 	if ok {
 		e.val = o.arena.put(v)
 		o.bytes += len(v)
@@ -148,12 +158,19 @@ func (o *overlay) Get(key []byte) ([]byte, bool, error) {
 }
 
 func (o *overlay) Set(key, value []byte) error {
+	pos, h := o.find(key)
 	// Into the filter when written: it may hold more than the store (an
 	// aborted epoch's keys), never less.
 	if f := o.store.filter; f != nil && f.covers(key) {
-		f.add(key)
+		if pk := o.store.pack; pk != nil && pk.reserved(key) {
+			return fmt.Errorf("state key %q: keys under a packed prefix must not have 0xff after the group", key)
+		}
+		if pos < 0 {
+			pos = o.add(key, h, entry{fresh: !f.addReport(key)})
+		} else {
+			f.add(key)
+		}
 	}
-	pos, h := o.find(key)
 	if pos < 0 {
 		pos = o.add(key, h, entry{})
 	}
@@ -182,6 +199,9 @@ func (o *overlay) MayContain(key []byte) bool {
 }
 
 func (o *overlay) Delete(key []byte) error {
+	if pk := o.store.pack; pk != nil && pk.packable(key) {
+		return fmt.Errorf("state key %q: %w", key, errPackedDelete)
+	}
 	pos, h := o.find(key)
 	if pos < 0 {
 		pos = o.add(key, h, entry{})
@@ -219,20 +239,55 @@ func (o *overlay) apply(nextOffset int64) error {
 	}
 	b := o.store.db.NewBatchWithSize(size)
 	defer b.Close()
+	pk := o.store.pack
+	var packIdx []int
+	if pk != nil {
+		packIdx = o.packIdx[:0]
+	}
 	for i := range o.ents {
 		e := &o.ents[i]
 		if !e.dirty {
 			continue
 		}
+		key := o.arena.bytes(e.key)
+		if pk != nil && e.fresh && !e.deleted && pk.packable(key) {
+			packIdx = append(packIdx, i)
+			continue
+		}
 		var err error
 		if e.deleted {
-			err = b.Delete(o.arena.bytes(e.key), nil)
+			err = b.Delete(key, nil)
 		} else {
-			err = b.Set(o.arena.bytes(e.key), o.arena.bytes(e.val), nil)
+			err = b.Set(key, o.arena.bytes(e.val), nil)
 		}
 		if err != nil {
 			return err
 		}
+	}
+	var packed []packedValue
+	rebuild := false
+	if len(packIdx) > 0 {
+		if pk.entries+len(packIdx) > pk.limit {
+			// The index is full: these keys are written as Pebble keys,
+			// and if packed values were deleted since the index was
+			// built, it is rebuilt after the apply (below) to drop them.
+			rebuild = pk.stale
+			for _, i := range packIdx {
+				e := &o.ents[i]
+				if err := b.Set(o.arena.bytes(e.key), o.arena.bytes(e.val), nil); err != nil {
+					return err
+				}
+			}
+			pk.fallback += int64(len(packIdx))
+			pk.full = true
+		} else {
+			pk.full = false
+			var err error
+			if packed, err = o.writePacked(b, packIdx); err != nil {
+				return err
+			}
+		}
+		o.packIdx = packIdx
 	}
 	var off [8]byte
 	binary.BigEndian.PutUint64(off[:], uint64(nextOffset))
@@ -242,9 +297,11 @@ func (o *overlay) apply(nextOffset int64) error {
 	if err := o.store.db.Apply(b, pebble.NoSync); err != nil {
 		return fmt.Errorf("applying epoch to state store %s: %w", o.store.dir, err)
 	}
-	if f := o.store.filter; f != nil && f.full() {
+	o.indexPacked(packed)
+	if f := o.store.filter; f != nil && (f.full() || rebuild) {
 		// Sized for twice the keys it was built with: rebuilt from the
-		// store, which drops the keys deleted since.
+		// store, which drops the keys deleted since (and the index of
+		// packed keys the entries of deleted packed values).
 		if err := o.store.buildFilter(f); err != nil {
 			return err
 		}

@@ -147,11 +147,11 @@ func (e *Engine) recoverPartition(ctx context.Context, p int32) (*readyPartition
 	op := e.newOp()
 	if pr, ok := op.(Prober); ok {
 		t0 := e.now()
-		if err := store.EnableFilter(pr); err != nil {
+		if err := store.EnableFilterPacked(pr, e.packEntries()); err != nil {
 			_ = store.Close()
 			return nil, err
 		}
-		e.log.Debug("key filter built", zap.Int32("partition", p), zap.Int("keys", store.filter.added), zap.Duration("took", e.since(t0)))
+		e.log.Debug("key filter built", zap.Int32("partition", p), zap.Int("keys", store.filter.added), zap.Int("packed_keys", store.pack.entriesOrZero()), zap.Duration("took", e.since(t0)))
 	}
 	replayStart := time.Now()
 	replayed, err := e.replay(ctx, p, store, op, pl.ReplayFrom, pl.Resume)
@@ -319,10 +319,35 @@ func (e *Engine) replay(ctx context.Context, p int32, store *Store, op Operator,
 	return replayed, err
 }
 
+// packEntries bounds each partition's packing index (0: pack no more).
+func (e *Engine) packEntries() int {
+	switch n := e.cfg.PackEntries; {
+	case n < 0:
+		return 0
+	case n == 0:
+		return DefaultPackEntries
+	default:
+		return n
+	}
+}
+
+// readsState reports whether the job's operator restores the state of
+// operator version name (StateUpgrader).
+func (e *Engine) readsState(name string) bool {
+	if e.newOp == nil {
+		return false
+	}
+	u, ok := e.newOp().(StateUpgrader)
+	return ok && u.ReadsState(name)
+}
+
 // compatible checks a snapshot's job settings against the job's.
 func (e *Engine) compatible(job map[string]string) error {
 	for k, want := range e.cfg.Job {
 		if got, ok := job[k]; ok && got != want {
+			if k == "operator" && e.readsState(got) {
+				continue
+			}
 			return fmt.Errorf("taken with %s=%q, this job runs %s=%q (start from a fresh checkpoint directory, or run the old settings)", k, got, k, want)
 		}
 	}

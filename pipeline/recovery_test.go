@@ -160,6 +160,27 @@ func TestRecoveryRestoresFromDisk(t *testing.T) {
 			t.Fatalf("got %+v, want an incompatibility error naming the setting", got)
 		}
 	})
+	t.Run("earlier operator version its successor reads: restored", func(t *testing.T) {
+		f := newRecoveryFixture(t, false)
+		f.eng.newOp = func() Operator { return upgraderOp{reads: "test/v0"} }
+		f.snapshotAt(100, map[string]string{"operator": "test/v0"})
+		if got := f.recover(100, 0, nil); got.err != nil || got.from != 100 || got.marker != "100" {
+			t.Fatalf("got %+v, want the v0 snapshot restored", got)
+		}
+		f = newRecoveryFixture(t, false)
+		f.eng.newOp = func() Operator { return upgraderOp{reads: "test/v0"} }
+		f.snapshotAt(100, map[string]string{"operator": "test/v0", "dedup_window": "1h"})
+		f.eng.cfg.Job["dedup_window"] = "2h"
+		if got := f.recover(100, 0, nil); !errors.Is(got.err, ErrIncompatibleState) || !strings.Contains(got.err.Error(), "dedup_window") {
+			t.Fatalf("got %+v, want the other settings still compared", got)
+		}
+		f = newRecoveryFixture(t, false)
+		f.eng.newOp = func() Operator { return upgraderOp{reads: "test/v0"} }
+		f.snapshotAt(100, map[string]string{"operator": "test/v2"})
+		if got := f.recover(100, 0, nil); !errors.Is(got.err, ErrIncompatibleState) {
+			t.Fatalf("got %+v, want a version it does not read refused", got)
+		}
+	})
 	t.Run("group offsets missing, snapshot present, no progress record: refused", func(t *testing.T) {
 		f := newRecoveryFixture(t, false)
 		f.snapshotAt(100, nil)
@@ -434,3 +455,10 @@ func corruptOneFile(t *testing.T, ckDir string, m checkpoint.Meta) {
 	}
 	t.Fatal("no file to corrupt")
 }
+
+// upgraderOp reads the state of operator version reads.
+type upgraderOp struct{ reads string }
+
+func (upgraderOp) Name() string                          { return "test/v1" }
+func (upgraderOp) Process(*Record, State, Emitter) error { return nil }
+func (u upgraderOp) ReadsState(name string) bool         { return name == u.reads }

@@ -25,6 +25,9 @@ type Store struct {
 	// filter, if enabled (EnableFilter), rules out reads of absent keys
 	// under its prefix. Used only by the partition's processing goroutine.
 	filter *probeFilter
+	// pack, if enabled (EnableFilter with a Packer), packs new keys under
+	// the filter's prefix into a few values and indexes them.
+	pack *packing
 	// onDelete, if set, sees the keys DeleteKeys deleted (the change log
 	// records expiry).
 	onDelete func(keys [][]byte)
@@ -155,8 +158,21 @@ func (s *Store) Dir() string { return s.dir }
 // DB exposes the Pebble handle for read-only queries.
 func (s *Store) DB() *pebble.DB { return s.db }
 
-// Get reads a committed value (a copy).
+// Get reads a committed value (a copy), packed keys included (Packer). A
+// packed key is found through the store's index, which belongs to the
+// partition's processing goroutine: other goroutines (the status API)
+// read only keys outside the packed prefix, which Pebble serves
+// concurrently.
 func (s *Store) Get(key []byte) ([]byte, bool, error) {
+	v, ok, err := s.getKey(key)
+	if ok || err != nil || s.pack == nil || !s.pack.packable(key) {
+		return v, ok, err
+	}
+	return s.readPacked(key)
+}
+
+// getKey reads key's own Pebble value (a copy).
+func (s *Store) getKey(key []byte) ([]byte, bool, error) {
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
@@ -211,6 +227,9 @@ func (s *Store) DeleteKeys(keys [][]byte) error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	for _, k := range keys {
+		if s.pack != nil && !s.pack.stale && s.pack.isPackKey(k) {
+			s.pack.stale = true // its index entries go at the next rebuild
+		}
 		if bytes.Equal(k, offsetKey) {
 			return fmt.Errorf("state store %s: DeleteKeys: the offset key belongs to the engine", s.dir)
 		}
@@ -229,7 +248,7 @@ func (s *Store) DeleteKeys(keys [][]byte) error {
 
 // Offset is the next input offset the store expects; -1 for a new store.
 func (s *Store) Offset() (int64, error) {
-	v, ok, err := s.Get(offsetKey)
+	v, ok, err := s.getKey(offsetKey)
 	if err != nil || !ok {
 		return -1, err
 	}

@@ -67,6 +67,7 @@ type config struct {
 	sink          string
 	columns       string
 	dedupWindow   time.Duration
+	dedupIndex    int
 	maxLineBytes  int
 
 	commitInterval     time.Duration
@@ -133,6 +134,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.sink, "sink", "kafka", "output sink: kafka (exactly-once) or stdout (debug, at-least-once: replays print again)")
 	fs.StringVar(&c.columns, "columns", strings.Join(txcsv.DefaultColumns, ","), "column order of records that carry no "+txcsv.HeaderColumns+" header (e.g. from kcat)")
 	fs.DurationVar(&c.dedupWindow, "dedup-window", aggregate.DefaultDedupWindow, "record-time window in which a repeated transaction_id is a duplicate")
+	fs.IntVar(&c.dedupIndex, "dedup-index-entries", pipeline.DefaultPackEntries, "dedup entries per partition packed many to a state value and found through an in-memory index (at most 24 bytes each); beyond it they are written one state key each, which needs more CPU per record (0: never pack)")
 	fs.IntVar(&c.maxLineBytes, "max-line-bytes", txcsv.DefaultMaxLineBytes, "longest accepted record value; longer ones go to the dead-letter topic")
 	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "epoch length: how often output and offsets are committed (output latency)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second, "how often state is snapshotted (durability cost; recovery replays at most this much)")
@@ -184,7 +186,7 @@ func parseConfig(args []string) (*config, error) {
 			"output-compression", "create-topics", "session-timeout", "rebalance-timeout", "transaction-timeout"}},
 		{Title: "Security (TLS, SASL)", Flags: []string{"tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "tls-insecure-skip-verify",
 			"sasl-mechanism", "sasl-user", "sasl-password-file"}},
-		{Title: "Input and the built-in aggregator", Flags: []string{"columns", "dedup-window", "max-line-bytes"}},
+		{Title: "Input and the built-in aggregator", Flags: []string{"columns", "dedup-window", "dedup-index-entries", "max-line-bytes"}},
 		{Title: "Epochs, state and checkpoints", Flags: []string{"commit-interval", "checkpoint-interval", "checkpoint-dir", "checkpoint-mode", "changelog-base-every", "changelog-max-ratio",
 			"checkpoint-retain", "checkpoint-gc-grace", "data-dir", "max-epoch-bytes", "memory-limit", "tolerable-checkpoint-failures", "allow-state-loss",
 			"exit-when-idle"}},
@@ -277,6 +279,9 @@ func (c *config) validate() error {
 	}
 	if c.maxEpochBytes < 1<<20 {
 		errs = append(errs, errors.New("--max-epoch-bytes must be at least 1 MiB"))
+	}
+	if c.dedupIndex < 0 {
+		errs = append(errs, errors.New("--dedup-index-entries must not be negative"))
 	}
 	if c.maxLineBytes < 16 {
 		errs = append(errs, errors.New("--max-line-bytes must be at least 16"))

@@ -431,7 +431,10 @@ func (d *daemon) attempt(ctx context.Context, n int, markRunning func()) error {
 		CrashAtRecord: c.crashAtRecord, ReplayConnOpts: d.connOpts,
 		Job: c.jobSettings(newOp()), Logger: d.log, Stats: d.stats, OnLoop: d.onLoop,
 		Savepoint: d.fromSavepoint, SavepointOnStop: c.savepointOnStop, Unwritable: d.unwritable,
-		Group: c.group, ProgressTopic: c.progressTopic,
+		Group: c.group, ProgressTopic: c.progressTopic, PackEntries: c.dedupIndex,
+	}
+	if c.dedupIndex == 0 {
+		ecfg.PackEntries = -1 // never pack
 	}
 	if c.failAtRecord > 0 && (c.failTimes == 0 || n <= c.failTimes) {
 		ecfg.FailAtRecord = c.failAtRecord

@@ -97,6 +97,7 @@ func (c *config) statusSettings() map[string]any {
 		"checkpoint_retain":             c.checkpointRetain,
 		"data_dir":                      c.dataDir,
 		"dedup_window":                  c.dedupWindow.String(),
+		"dedup_index_entries":           c.dedupIndex,
 		"max_epoch_bytes":               c.maxEpochBytes,
 		"tolerable_checkpoint_failures": c.tolerableFailures,
 		"allow_state_loss":              c.allowStateLoss,
