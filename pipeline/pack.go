@@ -39,10 +39,12 @@ type Packer interface {
 }
 
 // Packed values. A packed value's key is the group, packMarker, and an
-// 8-byte big-endian sequence number, unique in the store. The value is packFormat followed by the entries: uvarint length
-// and bytes of the key after the group, uvarint length and bytes of the
-// value. Entries are not sorted; a value holds at most packValueBytes of
-// them, so that a read of one packed key scans a few KiB.
+// 8-byte big-endian sequence number, unique in the store. The value is
+// packFormat followed by the entries: uvarint length and bytes of the key
+// after the group, uvarint length and bytes of the value. Entries are not
+// sorted; a value is closed once it reaches packValueBytes (its last
+// entry may end past it), so that a read of one packed key scans a few
+// KiB.
 const (
 	packFormat     = 1
 	packValueBytes = 8 << 10
@@ -224,7 +226,7 @@ func (s *Store) readPacked(key []byte) ([]byte, bool, error) {
 		})
 		_ = closer.Close()
 		if err != nil {
-			return nil, false, fmt.Errorf("state store %s: %s: %w", s.dir, pk.blobs[id], err)
+			return nil, false, fmt.Errorf("state store %s: packed value %q: %w", s.dir, pk.blobs[id], err)
 		}
 		if found {
 			return out, true, nil
