@@ -92,8 +92,9 @@
 // store writes an epoch's new entries of a bucket many to a Pebble value,
 // d/<bucket> 0xff 0xfe <8-byte sequence>, and finds them through an
 // in-memory index of their fingerprints, up to --dedup-index-entries per
-// partition; beyond it, and for an entry that replaces one already in the
-// store, the entry is its own Pebble key as above. The key and value of an
+// partition; beyond it, and for an entry whose id the key filter does not
+// rule out (an id seen before, in this or another bucket, or a false
+// positive), the entry is its own Pebble key as above. The key and value of an
 // entry, and what a lookup returns, are the same either way; Expire
 // deletes a bucket's packed values with its keys (they sort inside the
 // bucket's range).

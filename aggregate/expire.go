@@ -11,7 +11,8 @@ import (
 // Expire implements pipeline.Expirer: it removes the dedup entries of the
 // buckets that are wholly expired under the committed watermark W (every
 // bucket before the one holding W - window; see the package documentation),
-// oldest first, at most budget entries, and returns how many it removed.
+// oldest first, at most budget Pebble keys (a packed value of many entries
+// counts as one), and returns how many it removed.
 //
 // It reads no dedup value: a bucket before W - window's holds only
 // expired entries. Entries of the bucket that W - window falls into stay

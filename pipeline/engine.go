@@ -46,7 +46,7 @@ type Config struct {
 	// 0 = DefaultPackEntries, negative = no new packing (the keys already
 	// packed stay readable).
 	PackEntries int
-	// ExpireBudget bounds the expired state entries removed after each
+	// ExpireBudget bounds the expired state keys removed after each
 	// committed epoch (operators that implement Expirer).
 	ExpireBudget int
 	// Changelog mode (a checkpoint storage in checkpoint.ModeChangelog;

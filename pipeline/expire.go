@@ -10,7 +10,7 @@ package pipeline
 // processing goroutine (the store's key filter is not synchronised), with
 // the same *Store for as long as the partition's store is open (a restored
 // partition gets a new Store and a new operator), so an operator may keep
-// a scan position per store. Expire removes at most budget entries, in one
+// a scan position per store. Expire removes at most budget keys, in one
 // unsynced Pebble batch, and never touches the store's offset; removed ==
 // budget means more may be due, and the next call continues where this one
 // stopped. Store.NewIter and Store.DeleteKeys are the API for it: a bounded

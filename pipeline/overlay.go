@@ -279,7 +279,7 @@ func (o *overlay) apply(nextOffset int64) error {
 				}
 			}
 			pk.fallback += int64(len(packIdx))
-			pk.full = true
+			pk.full = pk.limit > 0 // a bound of 0 is a choice, not a full index
 		} else {
 			pk.full = false
 			var err error

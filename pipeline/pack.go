@@ -208,6 +208,9 @@ func (s *Store) readPacked(key []byte) ([]byte, bool, error) {
 	pk := s.pack
 	var buf [4]uint32
 	for _, id := range pk.candidates(buf[:0], key) {
+		if !bytes.Equal(pk.blobs[id][:pk.groupLen], key[:pk.groupLen]) {
+			continue // a fingerprint collision with another group's entry
+		}
 		v, closer, err := s.db.Get(pk.blobs[id])
 		if errors.Is(err, pebble.ErrNotFound) {
 			continue // deleted (expired) since the index was built

@@ -277,6 +277,31 @@ func TestPackedKeysReadableWithoutPacking(t *testing.T) {
 	if packed, fallback, entries := s.PackStats(); packed != 0 || fallback != 50 || entries != 100 {
 		t.Fatalf("packed %d, unpacked %d, index entries %d; want 0, 50, 100", packed, fallback, entries)
 	}
+	if s.packFull() {
+		t.Fatal("a bound of 0 is reported as a full index")
+	}
+}
+
+// A fingerprint that points at another group's packed value holding the
+// same key suffix (a collision) does not make the key readable.
+func TestPackedCollisionAcrossGroups(t *testing.T) {
+	s := openPacked(t, filepath.Join(t.TempDir(), "s"), DefaultPackEntries)
+	defer s.Close()
+	ov := newOverlay(s)
+	_ = ov.Set([]byte("d/01same"), []byte("v"))
+	if err := ov.apply(1); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.pack.blobs) != 1 {
+		t.Fatalf("%d packed values, want 1", len(s.pack.blobs))
+	}
+	s.pack.insert(s.pack.fp([]byte("d/02same")), 0) // the collision
+	if v, ok, err := s.Get([]byte("d/02same")); err != nil || ok {
+		t.Fatalf("d/02same read %q %v %v through another group's value", v, ok, err)
+	}
+	if v, ok, err := s.Get([]byte("d/01same")); err != nil || !ok || string(v) != "v" {
+		t.Fatalf("d/01same: %q %v %v", v, ok, err)
+	}
 }
 
 // An overlay made before packing was enabled (its hashes are not the
