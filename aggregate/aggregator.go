@@ -358,7 +358,7 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 	}
 
 	var amt apd.Decimal
-	if _, _, err := amt.SetString(row.Amount); err != nil {
+	if err := setAmount(&amt, row.Amount); err != nil {
 		out.DeadLetter(string(txcsv.ReasonInvalidAmount), err.Error())
 		return nil
 	}
