@@ -97,7 +97,7 @@ func (s *Store) buildFilter(f *probeFilter) error {
 	var hs []uint64
 	pk := s.pack
 	if pk != nil {
-		pk.reset(0)
+		pk.reset()
 	}
 	add := func(k []byte) { hs = append(hs, maphash.Bytes(f.seed, f.keyOf(k))) }
 	for ok := it.First(); ok; ok = it.Next() {

@@ -54,10 +54,10 @@ const (
 var packMarker = []byte{0xff, 0xfe}
 
 // DefaultPackEntries bounds the packed keys a store's index holds: 1M,
-// in at most 24 MiB (a fingerprint and a value number, 12 bytes a slot, in
-// a table kept at most 80% full). Beyond it, new keys under the prefix are
-// written as Pebble keys, as without packing, until deletions (expiry)
-// make room.
+// in at most 16 MiB (a 32-bit fingerprint and a value number, 8 bytes a
+// slot, in a table kept at most 80% full). Beyond it, new keys under the
+// prefix are written as Pebble keys, as without packing, until deletions
+// (expiry) make room.
 const DefaultPackEntries = 1 << 20
 
 // packing is a store's packed prefix and the index of its packed keys.
@@ -68,7 +68,11 @@ type packing struct {
 
 	// Open addressing over fingerprints (0: empty; a fingerprint is never
 	// 0) and, in blob, the position in blobs of the value holding the key.
-	fps     []uint64
+	// A fingerprint is 32 bits (31 of them vary): two keys share one about
+	// once in 2 billion comparisons, and then a lookup reads one packed
+	// value more (the exact key decides), so wider ones would cost memory
+	// for nothing.
+	fps     []uint32
 	blob    []uint32
 	entries int // occupied slots
 	limit   int // the most entries the index takes
@@ -106,23 +110,25 @@ func (pk *packing) reserved(key []byte) bool {
 
 var errPackedDelete = errors.New("keys under a packed prefix are removed with Store.DeleteKeys, not State.Delete")
 
-func (pk *packing) fp(key []byte) uint64 { return maphash.Bytes(pk.seed, key) | 1 }
+// fp is key's fingerprint: fpOf of its hash with the index's seed.
+func (pk *packing) fp(key []byte) uint32 { return fpOf(maphash.Bytes(pk.seed, key)) }
 
-// reset empties the index, sized for n entries (grown as needed up to the
+func fpOf(h uint64) uint32 { return uint32(h>>32) | 1 }
+
+// home is a fingerprint's first slot: its bits above the one fpOf sets.
+func home(fp uint32, mask uint64) uint64 { return uint64(fp>>1) & mask }
+
+// reset empties the index (it grows as entries are inserted, up to the
 // limit).
-func (pk *packing) reset(n int) {
-	size := 1024
-	for size*4 < n*5 { // load factor at most 0.8
-		size *= 2
-	}
-	pk.fps, pk.blob = make([]uint64, size), make([]uint32, size)
+func (pk *packing) reset() {
+	pk.fps, pk.blob = make([]uint32, 1024), make([]uint32, 1024)
 	pk.entries, pk.blobs, pk.stale = 0, nil, false
 }
 
-func (pk *packing) insert(fp uint64, blob uint32) {
+func (pk *packing) insert(fp uint32, blob uint32) {
 	if (pk.entries+1)*5 > len(pk.fps)*4 {
 		old, oldBlob := pk.fps, pk.blob
-		pk.fps, pk.blob = make([]uint64, 2*len(old)), make([]uint32, 2*len(old))
+		pk.fps, pk.blob = make([]uint32, 2*len(old)), make([]uint32, 2*len(old))
 		pk.entries = 0
 		for i, f := range old {
 			if f != 0 {
@@ -131,7 +137,7 @@ func (pk *packing) insert(fp uint64, blob uint32) {
 		}
 	}
 	mask := uint64(len(pk.fps) - 1)
-	i := fp & mask
+	i := home(fp, mask)
 	for pk.fps[i] != 0 {
 		i = (i + 1) & mask
 	}
@@ -148,7 +154,7 @@ func (pk *packing) candidates(dst []uint32, key []byte) []uint32 {
 	}
 	fp := pk.fp(key)
 	mask := uint64(len(pk.fps) - 1)
-	for i := fp & mask; pk.fps[i] != 0; i = (i + 1) & mask {
+	for i := home(fp, mask); pk.fps[i] != 0; i = (i + 1) & mask {
 		if pk.fps[i] == fp {
 			dst = append(dst, pk.blob[i])
 		}
@@ -324,7 +330,7 @@ func (o *overlay) indexPacked(vals []packedValue) {
 		for _, i := range v.ents {
 			e := &o.ents[i]
 			if o.seed == pk.seed {
-				pk.insert(e.hash|1, id) // pk.fp, computed when the key was added
+				pk.insert(fpOf(e.hash), id) // pk.fp, from the hash computed when the key was added
 			} else {
 				pk.insert(pk.fp(o.arena.bytes(e.key)), id)
 			}

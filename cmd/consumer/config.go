@@ -134,7 +134,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.sink, "sink", "kafka", "output sink: kafka (exactly-once) or stdout (debug, at-least-once: replays print again)")
 	fs.StringVar(&c.columns, "columns", strings.Join(txcsv.DefaultColumns, ","), "column order of records that carry no "+txcsv.HeaderColumns+" header (e.g. from kcat)")
 	fs.DurationVar(&c.dedupWindow, "dedup-window", aggregate.DefaultDedupWindow, "record-time window in which a repeated transaction_id is a duplicate")
-	fs.IntVar(&c.dedupIndex, "dedup-index-entries", pipeline.DefaultPackEntries, "dedup entries per partition packed many to a state value and found through an in-memory index (12 bytes a slot, at most 24 MiB per partition at the default); beyond it they are written one state key each, which needs more CPU per record (0: never pack)")
+	fs.IntVar(&c.dedupIndex, "dedup-index-entries", pipeline.DefaultPackEntries, "dedup entries per partition packed many to a state value and found through an in-memory index (8 bytes a slot, at most 16 MiB per partition at the default); beyond it they are written one state key each, which needs more CPU per record (0: never pack)")
 	fs.IntVar(&c.maxLineBytes, "max-line-bytes", txcsv.DefaultMaxLineBytes, "longest accepted record value; longer ones go to the dead-letter topic")
 	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "epoch length: how often output and offsets are committed (output latency)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second, "how often state is snapshotted (durability cost; recovery replays at most this much)")
