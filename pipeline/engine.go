@@ -187,7 +187,7 @@ func NewEngine(cfg Config, src *offsets.Source, sink Sink, newOp func() Operator
 		cfg.MaxPollRecords = 50000
 	}
 	if cfg.MaxEpochBytes <= 0 {
-		cfg.MaxEpochBytes = 32 << 20
+		cfg.MaxEpochBytes = 64 << 20
 	}
 	if cfg.CacheBytes <= 0 {
 		cfg.CacheBytes = 64 << 20

@@ -148,8 +148,8 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory for the live Pebble stores (rebuilt from snapshots on start; one consumer per directory)")
 	fs.BoolVar(&c.allowStateLoss, "allow-state-loss", false, "start even if records needed to rebuild state are gone from the log (aggregates will be incomplete)")
 	fs.DurationVar(&c.exitWhenIdle, "exit-when-idle", 0, "after this long with no new input and everything committed, snapshot and exit 0 (0: run forever)")
-	c.maxEpochBytes = 32 << 20
-	fs.Var((*byteSize)(&c.maxEpochBytes), "max-epoch-bytes", "commit an epoch early when the uncommitted state of the member's partitions passes this `size` (e.g. 32MiB): bounds an epoch's memory and the batch that applies it; in a backlog, smaller epochs leave the GC room under --memory-limit")
+	c.maxEpochBytes = 64 << 20
+	fs.Var((*byteSize)(&c.maxEpochBytes), "max-epoch-bytes", "commit an epoch early when the uncommitted state of the member's partitions passes this `size` (e.g. 64MiB): bounds an epoch's memory and the batch that applies it; smaller epochs commit more often in a backlog, which costs records/s")
 	fs.IntVar(&c.tolerableFailures, "tolerable-checkpoint-failures", 3, "consecutive snapshot failures tolerated before the attempt fails")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", 45*time.Second, "group session timeout")
 	fs.DurationVar(&c.rebalanceTimeout, "rebalance-timeout", time.Minute, "how long a rebalance waits for members to rejoin (Kafka's max.poll.interval.ms); a member that neither rejoins nor expires within it is dropped from the new generation")

@@ -12,7 +12,7 @@ func TestMaxEpochBytesIsASize(t *testing.T) {
 	for _, c := range []struct {
 		arg  string
 		want int
-	}{{"", 32 << 20}, {"16MiB", 16 << 20}, {"2097152", 2 << 20}, {"1GiB", 1 << 30}} {
+	}{{"", 64 << 20}, {"16MiB", 16 << 20}, {"2097152", 2 << 20}, {"1GiB", 1 << 30}} {
 		args := []string{}
 		if c.arg != "" {
 			args = append(args, "--max-epoch-bytes", c.arg)
