@@ -68,10 +68,11 @@ type packing struct {
 
 	// Open addressing over fingerprints (0: empty; a fingerprint is never
 	// 0) and, in blob, the position in blobs of the value holding the key.
-	// A fingerprint is 32 bits (31 of them vary): two keys share one about
-	// once in 2 billion comparisons, and then a lookup reads one packed
-	// value more (the exact key decides), so wider ones would cost memory
-	// for nothing.
+	// A fingerprint is 32 bits (31 of them vary): with n entries a lookup
+	// meets another key's fingerprint with probability about n / 2^31 (1 in
+	// 2,000 at the default bound) and then reads one packed value more (the
+	// exact key decides). Only lookups the key filter let through get here,
+	// so wider fingerprints would cost memory for nothing measurable.
 	fps     []uint32
 	blob    []uint32
 	entries int // occupied slots
