@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/cockroachdb/apd/v3"
 
@@ -64,6 +65,14 @@ type Aggregator struct {
 	valBuf        []byte   // the values a record writes (State.Set copies them)
 	outBuf        []byte   // the output record's key and value (Emit copies them)
 	fields        []string // a record's CSV fields (ParseLineInto)
+
+	// ahead holds the rows Prefetch parsed, by offset, for Process to
+	// take (parse); Prefetch builds its keys in pfBuf (pfEnds: where each
+	// ends) and hands them over as pfKeys.
+	ahead            [aheadSlots]parsedRow
+	pfKeys           [][]byte
+	pfBuf, pfScratch []byte
+	pfEnds           []int
 
 	// cursor is where the next expiry scan of cursorStore starts: every
 	// index key below it has been deleted (see Expire). Nil, or another
@@ -274,25 +283,114 @@ func watermark(st interface {
 	return int64(binary.BigEndian.Uint64(v)), nil
 }
 
-// Process implements pipeline.Operator.
-func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeline.Emitter) error {
-	schema := a.schema
+// knownSchema is the schema of rec's rows: its columns header's, if that
+// header was seen before, or the configured one when it has none.
+// known is false for a header not seen yet (schemaFor validates it).
+func (a *Aggregator) knownSchema(rec *pipeline.Record) (s *txcsv.Schema, known bool) {
 	for _, h := range rec.Headers {
 		if h.Key == txcsv.HeaderColumns {
-			if s, ok := a.schemas[string(h.Value)]; ok { // no allocation: the usual case
-				schema = s
-				break
-			}
-			s, err := a.schemaFor(string(h.Value))
-			if err != nil {
-				out.DeadLetter(string(txcsv.ReasonBadHeader), err.Error())
-				return nil
-			}
-			schema = s
-			break
+			s, ok := a.schemas[string(h.Value)] // no allocation
+			return s, ok
 		}
 	}
+	return a.schema, true
+}
+
+// columnsHeader is the value of rec's columns header.
+func columnsHeader(rec *pipeline.Record) []byte {
+	for _, h := range rec.Headers {
+		if h.Key == txcsv.HeaderColumns {
+			return h.Value
+		}
+	}
+	return nil
+}
+
+// aheadSlots is the size of the ring of rows parsed by Prefetch, indexed
+// by offset: more than a batch, so that a batch's rows do not overwrite
+// each other across the small gaps transaction markers leave in offsets.
+const aheadSlots = 4 * pipeline.PrefetchBatch
+
+// parsedRow is a row Prefetch parsed, with what identifies its record.
+type parsedRow struct {
+	ok     bool
+	offset int64
+	value  *byte // the record's value, by identity
+	n      int
+	schema *txcsv.Schema
+	row    txcsv.Row
+	err    error
+	fields []string
+}
+
+// parse parses rec's value, or takes the row Prefetch parsed from the
+// same bytes with the same schema.
+func (a *Aggregator) parse(rec *pipeline.Record, schema *txcsv.Schema) (txcsv.Row, error) {
+	p := &a.ahead[uint64(rec.Offset)%aheadSlots]
+	if p.ok && p.offset == rec.Offset && p.schema == schema && p.value == unsafe.SliceData(rec.Value) && p.n == len(rec.Value) {
+		p.ok = false
+		return p.row, p.err
+	}
 	row, err := schema.ParseLineInto(a.fields, rec.Value, a.maxLineBytes)
+	if err == nil && cap(row.Fields) <= 64 { // keep a typical row's slice, not a huge one
+		a.fields = row.Fields[:0]
+	}
+	return row, err
+}
+
+// Prefetch implements pipeline.Prefetcher: it parses the records (Process
+// takes the rows) and prefetches each one's dedup key in its own bucket
+// and its account's key.
+func (a *Aggregator) Prefetch(recs []pipeline.Record, st pipeline.State) {
+	a.pfKeys, a.pfBuf, a.pfEnds = a.pfKeys[:0], a.pfBuf[:0], a.pfEnds[:0]
+	for i := range recs {
+		rec := &recs[i]
+		schema, known := a.knownSchema(rec)
+		if !known {
+			continue
+		}
+		p := &a.ahead[uint64(rec.Offset)%aheadSlots]
+		row, err := schema.ParseLineInto(p.fields[:0], rec.Value, a.maxLineBytes)
+		*p = parsedRow{ok: true, offset: rec.Offset, value: unsafe.SliceData(rec.Value), n: len(rec.Value),
+			schema: schema, row: row, err: err, fields: p.fields}
+		if err != nil {
+			continue
+		}
+		if cap(row.Fields) <= 64 {
+			p.fields = row.Fields[:0]
+		}
+		t := rec.Timestamp
+		if row.HasTime {
+			t = row.Time
+		}
+		account := row.Key()
+		a.pfScratch = dedupKey(a.pfScratch, a.bucketOf(unixNanos(t)), account, row.TransactionID)
+		a.pfBuf = append(a.pfBuf, a.pfScratch...)
+		a.pfEnds = append(a.pfEnds, len(a.pfBuf))
+		a.pfScratch = AccountKey(a.pfScratch, account)
+		a.pfBuf = append(a.pfBuf, a.pfScratch...)
+		a.pfEnds = append(a.pfEnds, len(a.pfBuf))
+	}
+	start := 0
+	for _, end := range a.pfEnds {
+		a.pfKeys = append(a.pfKeys, a.pfBuf[start:end])
+		start = end
+	}
+	pipeline.PrefetchKeys(st, a.pfKeys)
+}
+
+// Process implements pipeline.Operator.
+func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeline.Emitter) error {
+	schema, known := a.knownSchema(rec)
+	if !known {
+		s, err := a.schemaFor(string(columnsHeader(rec)))
+		if err != nil {
+			out.DeadLetter(string(txcsv.ReasonBadHeader), err.Error())
+			return nil
+		}
+		schema = s
+	}
+	row, err := a.parse(rec, schema)
 	if err != nil {
 		reason := txcsv.ReasonOf(err)
 		if reason == "" {
@@ -300,9 +398,6 @@ func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeli
 		}
 		out.DeadLetter(string(reason), err.Error())
 		return nil
-	}
-	if cap(row.Fields) <= 64 { // keep a typical row's slice, not a huge one
-		a.fields = row.Fields[:0]
 	}
 	recTime := rec.Timestamp
 	if row.HasTime {

@@ -141,7 +141,15 @@ func BenchmarkProcess(b *testing.B) {
 				em = &replaySinkEmitter{}
 			}
 			r := pipeline.Record{Topic: "transactions"}
+			var ahead [pipeline.PrefetchBatch]pipeline.Record
 			process := func(i int) {
+				if i%pipeline.PrefetchBatch == 0 { // as the engine does
+					n := min(pipeline.PrefetchBatch, len(lines)-i)
+					for j := range n {
+						ahead[j] = pipeline.Record{Topic: "transactions", Offset: int64(i + j), Value: lines[i+j], Timestamp: benchT0}
+					}
+					a.Prefetch(ahead[:n], ov)
+				}
 				r.Offset, r.Value, r.Timestamp = int64(i), lines[i], benchT0
 				if err := a.Process(&r, ov, em); err != nil {
 					b.Fatal(err)
@@ -184,18 +192,20 @@ func TestOutputDigest(t *testing.T) {
 	const wantOut = "406e968e96613ccef2555d35d4066e914a6cdb8201e7fae339624601d6db5a8a"
 	const wantState = "ac4c5e77a836026559a099d9dbad746462fd00d374223c7e4d71a4af65503f2d"
 	for _, filter := range []bool{false, true} {
-		out, state := digestRun(t, false, filter)
-		if out != wantOut || state != wantState {
-			t.Fatalf("filter %v: digests changed:\noutput %s, want %s\nstate  %s, want %s", filter, out, wantOut, state, wantState)
+		for _, prefetch := range []bool{false, true} {
+			out, state := digestRun(t, false, filter, prefetch)
+			if out != wantOut || state != wantState {
+				t.Fatalf("filter %v, prefetch %v: digests changed:\noutput %s, want %s\nstate  %s, want %s", filter, prefetch, out, wantOut, state, wantState)
+			}
 		}
 	}
 	// A replay (output discarded) leaves the same state.
-	if _, state := digestRun(t, true, true); state != wantState {
+	if _, state := digestRun(t, true, true, false); state != wantState {
 		t.Fatalf("replay: state digest %s, want %s", state, wantState)
 	}
 }
 
-func digestRun(t *testing.T, replay, filter bool) (out, state string) {
+func digestRun(t *testing.T, replay, filter, prefetch bool) (out, state string) {
 	lines := benchRows(t, 60_000)
 	extra := [][]byte{
 		[]byte("TX-00000001,ACC-000001,9.99,2024-01-01T00:00:00Z"), // conflicting duplicate of row 1 (if valid)
@@ -222,10 +232,43 @@ func digestRun(t *testing.T, replay, filter bool) (out, state string) {
 	if replay {
 		e = replayDigestEmitter{em}
 	}
-	r := pipeline.Record{Topic: "transactions", Partition: 2}
+	var vals [][]byte
+	for i, l := range lines {
+		vals = append(vals, l)
+		if i%10_000 == 5_000 {
+			vals = append(vals, extra...)
+		}
+	}
+	// A row without a time takes the record's, which moves the watermark
+	// past every row above: the rows after it are late.
+	vals = append(vals, []byte("e-1,ACC-000004,1.5,"))
+	vals = append(vals, lines[:100]...)
+	rec := func(i int) pipeline.Record {
+		return pipeline.Record{Topic: "transactions", Partition: 2, Offset: int64(i), Value: vals[i],
+			Timestamp: benchT0.Add(time.Duration(i) * time.Millisecond)}
+	}
+	var ahead []pipeline.Record
 	n := 0
-	process := func(v []byte) {
-		r.Offset, r.Value, r.Timestamp = int64(n), v, benchT0.Add(time.Duration(n)*time.Millisecond)
+	process := func() {
+		if prefetch && n%pipeline.PrefetchBatch == 0 {
+			// As the engine does, but every 13th batch is handed the
+			// wrong records (each offset with its successor's value or
+			// time): Process must parse those again, not take them.
+			ahead = ahead[:0]
+			for i := n; i < min(n+pipeline.PrefetchBatch, len(vals)); i++ {
+				r := rec(i)
+				if n/pipeline.PrefetchBatch%13 == 0 && i+1 < len(vals) {
+					if n%2 == 0 {
+						r.Value = vals[i+1]
+					} else {
+						r.Timestamp = rec(i + 1).Timestamp
+					}
+				}
+				ahead = append(ahead, r)
+			}
+			a.Prefetch(ahead, ov)
+		}
+		r := rec(n)
 		if err := a.Process(&r, ov, e); err != nil {
 			t.Fatal(err)
 		}
@@ -250,19 +293,8 @@ func digestRun(t *testing.T, replay, filter bool) (out, state string) {
 			}
 		}
 	}
-	for i, l := range lines {
-		process(l)
-		if i%10_000 == 5_000 {
-			for _, x := range extra {
-				process(x)
-			}
-		}
-	}
-	// A row without a time takes the record's, which moves the watermark
-	// past every row above: the rows after it are late.
-	process([]byte("e-1,ACC-000004,1.5,"))
-	for _, l := range lines[:100] {
-		process(l)
+	for n < len(vals) {
+		process()
 	}
 	if err := ov.Apply(int64(n)); err != nil {
 		t.Fatal(err)

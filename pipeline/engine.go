@@ -163,7 +163,9 @@ type partState struct {
 	// clog is the partition's change log (changelog mode; nil otherwise).
 	clog *changelog
 	rec  Record
-	out  outSlab // the partition's output records (processing goroutine only)
+	// ahead holds the records handed to a Prefetcher.
+	ahead [PrefetchBatch]Record
+	out   outSlab // the partition's output records (processing goroutine only)
 	// Counts of the open epoch, added to the totals only when it commits,
 	// so that metrics count each record once however often it is redone.
 	ep, total counts

@@ -41,6 +41,17 @@ func MayContain(st State, key []byte) bool {
 	return true
 }
 
+// PrefetchKeys touches the memory st will read to look up keys (see
+// Prefetcher). It does nothing for a State that is not the engine's.
+func PrefetchKeys(st State, keys [][]byte) {
+	switch o := st.(type) {
+	case *overlay:
+		o.prefetch(keys)
+	case *Overlay:
+		o.o.prefetch(keys)
+	}
+}
+
 // EnableFilter builds an in-memory Bloom filter of the committed keys under
 // pr's probed prefix (one scan of them) and keeps it current: an epoch's
 // writes add their keys when they are made (an aborted epoch leaves them:

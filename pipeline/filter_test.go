@@ -1,9 +1,12 @@
 package pipeline
 
 import (
+	"bytes"
 	"fmt"
 	"hash/maphash"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -180,3 +183,87 @@ func TestPrefixEnd(t *testing.T) {
 		}
 	}
 }
+
+// PrefetchKeys only reads: the overlay's entries, hash slots, arena and
+// filter, and every lookup's answer, are the same after it, for keys in
+// the epoch, in the committed store, absent, under the filter's prefix or
+// not, empty; on the wrapper too, and on a State that is not the engine's.
+func TestPrefetchKeysChangesNothing(t *testing.T) {
+	s, err := OpenStore(filepath.Join(t.TempDir(), "s"), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ov := newOverlay(s)
+	for i := 0; i < 300; i++ {
+		_ = ov.Set([]byte(fmt.Sprintf("d/x%d", i)), []byte("c"))
+	}
+	if err := ov.apply(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnableFilter(prefixProber("d/")); err != nil {
+		t.Fatal(err)
+	}
+	ov = newOverlay(s)
+	for i := 0; i < 2000; i++ { // grows the slots past their first size
+		_ = ov.Set([]byte(fmt.Sprintf("d/k%d", i)), []byte("v"))
+		_ = ov.Set([]byte(fmt.Sprintf("a/%d", i)), []byte("a"))
+	}
+	_, _, _ = ov.Get([]byte("a/absent"))
+	_ = ov.Delete([]byte("a/7"))
+	var keys [][]byte
+	for i := 0; i < 100; i++ {
+		keys = append(keys, []byte(fmt.Sprintf("d/k%d", i*37)), []byte(fmt.Sprintf("d/x%d", i)), []byte(fmt.Sprintf("d/new%d", i)),
+			[]byte(fmt.Sprintf("a/%d", i)), []byte("a/absent"), []byte(fmt.Sprintf("zz%d", i)))
+	}
+	keys = append(keys, nil, []byte{}, []byte("d/"), bytes.Repeat([]byte("d/long"), 1000))
+
+	type view struct {
+		ents            []entry
+		slots           []int32
+		bytes, dirty    int
+		arenaCur, added int
+		arenaLen        int
+		blocks          [][8]uint64
+		ruledOut        int64
+	}
+	look := func() view {
+		return view{ents: slices.Clone(ov.ents), slots: slices.Clone(ov.slots), bytes: ov.bytes, dirty: ov.dirty,
+			arenaCur: ov.arena.cur, arenaLen: len(ov.arena.chunks[ov.arena.cur]), added: s.filter.added, blocks: slices.Clone(s.filter.blocks), ruledOut: s.filter.ruledOut}
+	}
+	before := look()
+	PrefetchKeys(ov, keys)
+	PrefetchKeys(&Overlay{ov}, keys)
+	PrefetchKeys(ov, nil)
+	PrefetchKeys(mapState{}, keys)
+	if after := look(); !reflect.DeepEqual(before, after) {
+		t.Fatal("PrefetchKeys changed the overlay or the filter")
+	}
+	if ov.touched == 0 {
+		t.Fatal("PrefetchKeys loaded nothing")
+	}
+	// The answers are those of an overlay PrefetchKeys never saw.
+	ref := newOverlay(s)
+	for i := 0; i < 2000; i++ {
+		_ = ref.Set([]byte(fmt.Sprintf("d/k%d", i)), []byte("v"))
+		_ = ref.Set([]byte(fmt.Sprintf("a/%d", i)), []byte("a"))
+	}
+	_ = ref.Delete([]byte("a/7"))
+	for _, k := range keys {
+		v1, ok1, err1 := ov.Get(k)
+		v2, ok2, err2 := ref.Get(k)
+		if string(v1) != string(v2) || ok1 != ok2 || (err1 == nil) != (err2 == nil) {
+			t.Fatalf("key %q: %q %v %v, want %q %v %v", k, v1, ok1, err1, v2, ok2, err2)
+		}
+		if ov.MayContain(k) != ref.MayContain(k) {
+			t.Fatalf("key %q: MayContain differs", k)
+		}
+	}
+}
+
+// mapState is a State that is not the engine's.
+type mapState map[string][]byte
+
+func (m mapState) Get(k []byte) ([]byte, bool, error) { v, ok := m[string(k)]; return v, ok, nil }
+func (m mapState) Set(k, v []byte) error              { m[string(k)] = v; return nil }
+func (m mapState) Delete(k []byte) error              { delete(m, string(k)); return nil }

@@ -75,6 +75,26 @@ type Operator interface {
 	Process(rec *Record, st State, out Emitter) error
 }
 
+// Prefetcher is implemented by an operator that can say ahead of time
+// which state keys its next records will look up. The engine hands it
+// the next PrefetchBatch records of a partition before processing them one
+// by one; the operator finds their keys and calls PrefetchKeys, which
+// touches the memory those lookups will miss on (the key filter's block,
+// the epoch's hash slot and entry) for all of them in one tight loop, so
+// that the misses of a batch overlap instead of each record stalling on
+// its own. Prefetch is only a hint: it must not change state or emit, and
+// a record it saw may be processed without it or never (the epoch ends,
+// a record fails). An operator may keep what it computed (a parsed row)
+// for Process, if it checks that it is given the same record.
+type Prefetcher interface {
+	Prefetch(recs []Record, st State)
+}
+
+// PrefetchBatch is how many records the engine hands Prefetch at a time:
+// enough misses in flight to overlap, few enough that what they load is
+// still in the cache when the records are processed.
+const PrefetchBatch = 8
+
 // Compatibility is implemented by operators whose state depends on
 // settings besides their Name. StateSettings returns them; the job puts
 // them in Config.Job (see the function StateSettings), which the engine

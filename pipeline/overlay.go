@@ -62,6 +62,7 @@ type overlay struct {
 	dirty int
 	// packIdx is apply's list of entries to pack, kept for the next epoch.
 	packIdx []int
+	touched uint64 // prefetch's loads end here
 }
 
 // entry is a key the epoch read or wrote. Pointer-free.
@@ -182,6 +183,42 @@ func (o *overlay) Set(key, value []byte) error {
 	o.bytes += len(value)
 	e.val, e.deleted, e.dirty = val, false, true
 	return nil
+}
+
+// prefetch loads, for each key, what find and the filter will read when
+// the key is looked up: its hash slot, the entry there and that entry's
+// key, and the filter's block. The loads of different keys do not depend
+// on each other, so done in one loop they are in flight together; their
+// sum is kept only so that the compiler cannot drop them.
+func (o *overlay) prefetch(keys [][]byte) {
+	const chunk = 32
+	var slot [chunk]int32
+	var x uint64
+	f := o.store.filter
+	mask := uint64(len(o.slots) - 1)
+	for len(keys) > 0 {
+		n := min(len(keys), chunk)
+		for i, k := range keys[:n] {
+			slot[i] = o.slots[maphash.Bytes(o.seed, k)&mask]
+			if f != nil && f.covers(k) {
+				x += f.blocks[f.block(maphash.Bytes(f.seed, f.keyOf(k)))][0]
+			}
+		}
+		for i := range n {
+			if s := slot[i]; s != 0 {
+				x += o.ents[s-1].hash
+			}
+		}
+		for i := range n {
+			if s := slot[i]; s != 0 {
+				if k := o.arena.bytes(o.ents[s-1].key); len(k) > 0 {
+					x += uint64(k[0])
+				}
+			}
+		}
+		keys = keys[n:]
+	}
+	o.touched += x
 }
 
 // MayContain implements the check of MayContain: the filter holds the

@@ -79,10 +79,14 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 		}
 	}()
 	em := liveEmitter{e: e, rec: &ps.rec, c: &ps.ep, out: &ps.out}
-	for _, kr := range recs {
+	pf, _ := ps.op.(Prefetcher)
+	for i, kr := range recs {
 		cur = kr
 		if kr.Offset < ps.pos {
 			continue
+		}
+		if pf != nil && i%PrefetchBatch == 0 {
+			ps.prefetch(pf, recs[i:min(i+PrefetchBatch, len(recs))])
 		}
 		// The count across partitions is for fault injection only: an
 		// atomic add per record on a cache line that the partitions'
@@ -109,4 +113,15 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 		ps.pos = kr.Offset + 1
 	}
 	return nil
+}
+
+// prefetch hands the operator the records of the next batch (Prefetcher).
+func (ps *partState) prefetch(pf Prefetcher, recs []*kgo.Record) {
+	n := 0
+	for _, kr := range recs {
+		ps.ahead[n] = Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
+			Headers: kr.Headers, Timestamp: kr.Timestamp}
+		n++
+	}
+	pf.Prefetch(ps.ahead[:n], ps.ov)
 }

@@ -292,7 +292,7 @@ func (e *Engine) replay(ctx context.Context, p int32, store *Store, op Operator,
 	var replayed int64
 	var em replayEmitter
 	var rec Record
-	err := offsets.Replay(ctx, e.cfg.ReplayConnOpts, e.cfg.Topic, p, from, to, e.log, func(kr *kgo.Record) error {
+	one := func(kr *kgo.Record) error {
 		rec = Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
 			Headers: kr.Headers, Timestamp: kr.Timestamp}
 		if err := op.Process(&rec, ov, em); err != nil {
@@ -311,7 +311,38 @@ func (e *Engine) replay(ctx context.Context, p int32, store *Store, op Operator,
 			}
 		}
 		return nil
+	}
+	// With a Prefetcher, records are processed a batch at a time, as live
+	// (the client does not reuse the records it hands out).
+	pf, _ := op.(Prefetcher)
+	var ahead [PrefetchBatch]Record
+	pending := make([]*kgo.Record, 0, PrefetchBatch)
+	flush := func() error {
+		for i, kr := range pending {
+			ahead[i] = Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
+				Headers: kr.Headers, Timestamp: kr.Timestamp}
+		}
+		pf.Prefetch(ahead[:len(pending)], ov)
+		for _, kr := range pending {
+			if err := one(kr); err != nil {
+				return err
+			}
+		}
+		pending = pending[:0]
+		return nil
+	}
+	err := offsets.Replay(ctx, e.cfg.ReplayConnOpts, e.cfg.Topic, p, from, to, e.log, func(kr *kgo.Record) error {
+		if pf == nil {
+			return one(kr)
+		}
+		if pending = append(pending, kr); len(pending) == PrefetchBatch {
+			return flush()
+		}
+		return nil
 	})
+	if err == nil && len(pending) > 0 {
+		err = flush()
+	}
 	if err == nil && from < to {
 		err = ov.apply(to)
 	}
