@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/txstream/txstream/faults"
+	"github.com/txstream/txstream/job"
 )
 
 // The commit protocol. An epoch is the unit of exactly-once: its output,
@@ -114,10 +117,8 @@ func (e *Engine) commitEpoch(ctx context.Context) error {
 		return e.afterAbort(cctx, touched, records)
 	}
 	faults.Hit(faults.AfterSinkCommit)
-	for _, p := range touched {
-		if err := e.applyPartition(e.parts[p]); err != nil {
-			return err
-		}
+	if err := e.applyPartitions(touched); err != nil {
+		return err
 	}
 	e.addEpochCounts()
 	faults.Hit(faults.AfterStateApply)
@@ -127,6 +128,30 @@ func (e *Engine) commitEpoch(ctx context.Context) error {
 	e.stats.setPartitions(e.partitionSnapshot())
 	e.expire()
 	return nil
+}
+
+// applyPartitions applies the committed epoch to the stores of the
+// partitions it touched, in parallel: each has its own store, overlay and
+// change log, and the next epoch waits for the slowest.
+func (e *Engine) applyPartitions(touched []int32) error {
+	if len(touched) == 1 {
+		return e.applyPartition(e.parts[touched[0]])
+	}
+	errs := make([]error, len(touched))
+	var wg sync.WaitGroup
+	for i, p := range touched {
+		ps := e.parts[p]
+		wg.Go(func() {
+			defer func() {
+				if r := recover(); r != nil { // as Run does on its own goroutine
+					errs[i] = &job.PanicError{Value: r, Stack: debug.Stack()}
+				}
+			}()
+			errs[i] = e.applyPartition(ps)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // applyPartition makes the epoch's changes of one partition durable state.
