@@ -187,21 +187,33 @@ func (o *overlay) Set(key, value []byte) error {
 
 // prefetch loads, for each key, what find and the filter will read when
 // the key is looked up: its hash slot, the entry there and that entry's
-// key, and the filter's block. The loads of different keys do not depend
-// on each other, so done in one loop they are in flight together; their
-// sum is kept only so that the compiler cannot drop them.
+// key, and the filter's block. The hashes are computed first, so that the
+// loops that load are short and the CPU has the loads of many keys in
+// flight together; their sum is kept only so that the compiler cannot
+// drop them.
 func (o *overlay) prefetch(keys [][]byte) {
 	const chunk = 32
-	var slot [chunk]int32
-	var x uint64
+	var (
+		slot  [chunk]int32
+		hash  [chunk]uint64
+		block [chunk]int // filter block + 1; 0 = not under the filter
+		x     uint64
+	)
 	f := o.store.filter
 	mask := uint64(len(o.slots) - 1)
 	for len(keys) > 0 {
 		n := min(len(keys), chunk)
 		for i, k := range keys[:n] {
-			slot[i] = o.slots[maphash.Bytes(o.seed, k)&mask]
+			hash[i] = maphash.Bytes(o.seed, k)
+			block[i] = 0
 			if f != nil && f.covers(k) {
-				x += f.blocks[f.block(maphash.Bytes(f.seed, f.keyOf(k)))][0]
+				block[i] = int(f.block(maphash.Bytes(f.seed, f.keyOf(k)))) + 1
+			}
+		}
+		for i := range n {
+			slot[i] = o.slots[hash[i]&mask]
+			if b := block[i]; b > 0 {
+				x += f.blocks[b-1][0]
 			}
 		}
 		for i := range n {
