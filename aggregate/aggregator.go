@@ -328,8 +328,11 @@ type parsedRow struct {
 func (a *Aggregator) parse(rec *pipeline.Record, schema *txcsv.Schema) (txcsv.Row, error) {
 	p := &a.ahead[uint64(rec.Offset)%aheadSlots]
 	if p.ok && p.offset == rec.Offset && p.schema == schema && p.value == unsafe.SliceData(rec.Value) && p.n == len(rec.Value) {
-		p.ok = false
-		return p.row, p.err
+		row, err := p.row, p.err
+		// Taken once; not holding on to the record's bytes (a fetch
+		// buffer) any longer than needed.
+		*p = parsedRow{fields: p.fields}
+		return row, err
 	}
 	row, err := schema.ParseLineInto(a.fields, rec.Value, a.maxLineBytes)
 	if err == nil && cap(row.Fields) <= 64 { // keep a typical row's slice, not a huge one
