@@ -284,26 +284,17 @@ func watermark(st interface {
 }
 
 // knownSchema is the schema of rec's rows: its columns header's, if that
-// header was seen before, or the configured one when it has none.
-// known is false for a header not seen yet (schemaFor validates it).
-func (a *Aggregator) knownSchema(rec *pipeline.Record) (s *txcsv.Schema, known bool) {
+// header was seen before, or the configured one when it has none. known
+// is false for a header not seen yet: header is its value, for
+// schemaFor to validate.
+func (a *Aggregator) knownSchema(rec *pipeline.Record) (s *txcsv.Schema, header []byte, known bool) {
 	for _, h := range rec.Headers {
 		if h.Key == txcsv.HeaderColumns {
 			s, ok := a.schemas[string(h.Value)] // no allocation
-			return s, ok
+			return s, h.Value, ok
 		}
 	}
-	return a.schema, true
-}
-
-// columnsHeader is the value of rec's columns header.
-func columnsHeader(rec *pipeline.Record) []byte {
-	for _, h := range rec.Headers {
-		if h.Key == txcsv.HeaderColumns {
-			return h.Value
-		}
-	}
-	return nil
+	return a.schema, nil, true
 }
 
 // aheadSlots is the size of the ring of rows parsed by Prefetch, indexed
@@ -348,7 +339,7 @@ func (a *Aggregator) Prefetch(recs []pipeline.Record, st pipeline.State) {
 	a.pfKeys, a.pfBuf, a.pfEnds = a.pfKeys[:0], a.pfBuf[:0], a.pfEnds[:0]
 	for i := range recs {
 		rec := &recs[i]
-		schema, known := a.knownSchema(rec)
+		schema, _, known := a.knownSchema(rec)
 		if !known {
 			continue
 		}
@@ -384,9 +375,9 @@ func (a *Aggregator) Prefetch(recs []pipeline.Record, st pipeline.State) {
 
 // Process implements pipeline.Operator.
 func (a *Aggregator) Process(rec *pipeline.Record, st pipeline.State, out pipeline.Emitter) error {
-	schema, known := a.knownSchema(rec)
+	schema, header, known := a.knownSchema(rec)
 	if !known {
-		s, err := a.schemaFor(string(columnsHeader(rec)))
+		s, err := a.schemaFor(string(header))
 		if err != nil {
 			out.DeadLetter(string(txcsv.ReasonBadHeader), err.Error())
 			return nil

@@ -86,7 +86,7 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 			continue
 		}
 		if pf != nil && i%PrefetchBatch == 0 {
-			ps.prefetch(pf, recs[i:min(i+PrefetchBatch, len(recs))])
+			prefetch(pf, &ps.ahead, recs[i:min(i+PrefetchBatch, len(recs))], ps.ov)
 		}
 		// The count across partitions is for fault injection only: an
 		// atomic add per record on a cache line that the partitions'
@@ -105,8 +105,7 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 			}
 		}
 		ps.ep.in++
-		ps.rec = Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
-			Headers: kr.Headers, Timestamp: kr.Timestamp}
+		ps.rec = recordOf(kr)
 		if err := ps.op.Process(&ps.rec, ps.ov, em); err != nil {
 			return &job.RecordError{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Err: err}
 		}
@@ -115,13 +114,17 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 	return nil
 }
 
-// prefetch hands the operator the records of the next batch (Prefetcher).
-func (ps *partState) prefetch(pf Prefetcher, recs []*kgo.Record) {
-	n := 0
-	for _, kr := range recs {
-		ps.ahead[n] = Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
-			Headers: kr.Headers, Timestamp: kr.Timestamp}
-		n++
+// recordOf is the operator's view of a fetched record.
+func recordOf(kr *kgo.Record) Record {
+	return Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
+		Headers: kr.Headers, Timestamp: kr.Timestamp}
+}
+
+// prefetch hands pf the records of the next batch (at most
+// PrefetchBatch), converted into buf.
+func prefetch(pf Prefetcher, buf *[PrefetchBatch]Record, recs []*kgo.Record, st State) {
+	for i, kr := range recs {
+		buf[i] = recordOf(kr)
 	}
-	pf.Prefetch(ps.ahead[:n], ps.ov)
+	pf.Prefetch(buf[:len(recs)], st)
 }

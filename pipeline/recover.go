@@ -293,8 +293,7 @@ func (e *Engine) replay(ctx context.Context, p int32, store *Store, op Operator,
 	var em replayEmitter
 	var rec Record
 	one := func(kr *kgo.Record) error {
-		rec = Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
-			Headers: kr.Headers, Timestamp: kr.Timestamp}
+		rec = recordOf(kr)
 		if err := op.Process(&rec, ov, em); err != nil {
 			return &job.RecordError{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Err: err}
 		}
@@ -318,11 +317,7 @@ func (e *Engine) replay(ctx context.Context, p int32, store *Store, op Operator,
 	var ahead [PrefetchBatch]Record
 	pending := make([]*kgo.Record, 0, PrefetchBatch)
 	flush := func() error {
-		for i, kr := range pending {
-			ahead[i] = Record{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Key: kr.Key, Value: kr.Value,
-				Headers: kr.Headers, Timestamp: kr.Timestamp}
-		}
-		pf.Prefetch(ahead[:len(pending)], ov)
+		prefetch(pf, &ahead, pending, ov)
 		for _, kr := range pending {
 			if err := one(kr); err != nil {
 				return err
