@@ -131,3 +131,24 @@ func readCSV(line []byte) ([]string, error) {
 	}
 	return rec, nil
 }
+
+// FuzzParseTimestamp checks the fast path of ParseTimestamp against
+// time.Parse: whatever parseUTCSeconds accepts, time.Parse accepts with
+// the same instant, in UTC.
+//
+//	go test ./txcsv -run '^$' -fuzz FuzzParseTimestamp -fuzztime 60s
+func FuzzParseTimestamp(f *testing.F) {
+	for _, s := range []string{"2024-05-01T10:00:00Z", "2024-02-29T23:59:59Z", "2023-02-29T00:00:00Z", "0000-01-01T00:00:00Z", "2024-05-01T24:00:00Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseUTCSeconds(s)
+		if !ok {
+			return
+		}
+		want, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil || !got.Equal(want) || got.Location() != time.UTC {
+			t.Fatalf("parseUTCSeconds(%q) = %v; time.Parse: %v, %v", s, got, want, err)
+		}
+	})
+}

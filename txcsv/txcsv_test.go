@@ -2,6 +2,7 @@ package txcsv
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -370,6 +371,46 @@ func TestParseTimestamp(t *testing.T) {
 	}
 }
 
+// The fast path for "YYYY-MM-DDThh:mm:ssZ" answers as time.Parse does on
+// every calendar edge (month and day 0 and past the end, leap years of
+// each rule, hour 24, minute and second 60), and is taken for every such
+// string time.Parse accepts.
+func TestParseTimestampFastPath(t *testing.T) {
+	taken := 0
+	for _, y := range []int{0, 1900, 1999, 2000, 2023, 2024, 2100, 9999} {
+		for mo := 0; mo <= 13; mo++ {
+			for d := 0; d <= 32; d++ {
+				for _, hms := range [][3]int{{0, 0, 0}, {23, 59, 59}, {24, 0, 0}, {12, 60, 0}, {12, 0, 60}} {
+					s := fmt.Sprintf("%04d-%02d-%02dT%02d:%02d:%02dZ", y, mo, d, hms[0], hms[1], hms[2])
+					fast, ok := parseUTCSeconds(s)
+					want, err := time.Parse(time.RFC3339Nano, s)
+					switch {
+					case ok && (err != nil || !fast.Equal(want) || fast.Location() != time.UTC):
+						t.Fatalf("parseUTCSeconds(%q) = %v; time.Parse: %v, %v", s, fast, want, err)
+					case !ok && err == nil:
+						t.Fatalf("parseUTCSeconds(%q) declined a string time.Parse accepts", s)
+					}
+					if ok {
+						taken++
+					}
+					got, gerr := ParseTimestamp(s)
+					if (gerr == nil) != (err == nil) || (err == nil && !got.Equal(want)) {
+						t.Fatalf("ParseTimestamp(%q) = %v, %v; time.Parse: %v, %v", s, got, gerr, want, err)
+					}
+				}
+			}
+		}
+	}
+	if taken == 0 {
+		t.Fatal("the fast path was never taken")
+	}
+	for _, s := range []string{"2024-05-01t10:00:00Z", "2024-05-01T10:00:00z", "+024-05-01T10:00:00Z", "2024-05-01T10:00:0AZ", " 2024-05-01T10:00:00Z"} {
+		if _, ok := parseUTCSeconds(s); ok {
+			t.Errorf("parseUTCSeconds(%q) took a string outside its form", s)
+		}
+	}
+}
+
 func TestRowErrorFormatting(t *testing.T) {
 	e := &RowError{Reason: ReasonMissingAmount}
 	if e.Error() != "missing_amount" {
@@ -394,5 +435,21 @@ func TestUnquotedNewlineRejected(t *testing.T) {
 		if ReasonOf(err) != ReasonCSVSyntax {
 			t.Errorf("ParseLine(%q) = %v, want csv_syntax", line, err)
 		}
+	}
+}
+
+// BenchmarkParseLine parses a row of the generator's shape (RFC 3339
+// timestamp in UTC), the consumer's per-record validation.
+func BenchmarkParseLine(b *testing.B) {
+	s := MustSchema(DefaultColumns...)
+	line := []byte("TX-00000001,ACC-001439,8.02,2024-01-01T00:00:00Z")
+	var scratch []string
+	b.ReportAllocs()
+	for b.Loop() {
+		row, err := s.ParseLineInto(scratch[:0], line, 0)
+		if err != nil || !row.HasTime {
+			b.Fatal(row, err)
+		}
+		scratch = row.Fields
 	}
 }
