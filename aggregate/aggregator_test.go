@@ -159,6 +159,56 @@ func TestAggregatorColumnsHeaderAndDefaults(t *testing.T) {
 	}
 }
 
+// Each record is parsed with its own header's schema however headers
+// alternate, after the bounded map of schemas was emptied, and when the
+// header's bytes are reused for another header (the schemas are keyed by
+// copies, never by a record's bytes).
+func TestAggregatorSchemaPerRecordHeader(t *testing.T) {
+	a := New(Config{})
+	st := memState{}
+	c := &captured{}
+	good := []byte("transaction_id,amount,account_id")
+	bad := []byte("transaction_id,account_id,amount") // same length; "ACC" becomes the amount
+	buf := make([]byte, len(good))
+	off, outs, dlqs := int64(0), 0, 0
+	send := func(header []byte, wantOut bool) {
+		t.Helper()
+		copy(buf, header) // one backing array for every header, as a reused fetch buffer
+		if err := a.Process(rec(off, fmt.Sprintf("t%d,5.00,ACC", off), kgo.RecordHeader{Key: txcsv.HeaderColumns, Value: buf}), st, c); err != nil {
+			t.Fatal(err)
+		}
+		off++
+		if wantOut {
+			outs++
+		} else {
+			dlqs++
+		}
+		if len(c.out) != outs || len(c.dlq) != dlqs {
+			t.Fatalf("record %d with header %q: outputs %d, dead letters %d; want %d, %d", off-1, header, len(c.out), len(c.dlq), outs, dlqs)
+		}
+	}
+	send(good, true)
+	send(good, true)
+	send(bad, false)
+	send(good, true)
+	send(bad, false)
+	send(bad, false)
+	for i := range 70 { // more layouts than the map keeps
+		h := fmt.Appendf(nil, "note%d,transaction_id,amount,account_id", i)
+		if err := a.Process(rec(off, fmt.Sprintf("n,t%d,5.00,ACC", off), kgo.RecordHeader{Key: txcsv.HeaderColumns, Value: h}), st, c); err != nil {
+			t.Fatal(err)
+		}
+		off++
+		outs++
+	}
+	buf = make([]byte, len(good))
+	send(bad, false)
+	send(good, true)
+	if got := decodeOut(t, c.out[len(c.out)-1][1]); got.AccountID != "ACC" || got.Count != int64(outs) {
+		t.Fatalf("last output %+v, want account ACC with count %d", got, outs)
+	}
+}
+
 func TestAggregatorBadRowsGoToDLQ(t *testing.T) {
 	a := New(Config{MaxLineBytes: 64})
 	c := run(t, a, memState{},
