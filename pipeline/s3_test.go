@@ -23,7 +23,8 @@ import (
 
 // s3Engine is loopRig.engine with checkpoints on object storage behind a
 // fault-injecting proxy.
-func (r *loopRig) s3Engine(id, dir string, ck checkpoint.Storage, tolerable int, stats *pipeline.Stats, log *zap.Logger, afterPoll func()) (*pipeline.Engine, error) {
+// idle is the engine's ExitWhenIdle (0: run until it fails or ctx ends).
+func (r *loopRig) s3Engine(id, dir string, ck checkpoint.Storage, tolerable int, idle time.Duration, stats *pipeline.Stats, log *zap.Logger, afterPoll func()) (*pipeline.Engine, error) {
 	src, err := offsets.New(offsets.Config{Topic: loopTopic, Group: "g", InstanceID: id, TransactionalID: "t-" + id, ProgressTopic: "progress",
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
 		ConnOpts: r.seeds, Logger: log})
@@ -37,7 +38,7 @@ func (r *loopRig) s3Engine(id, dir string, ck checkpoint.Storage, tolerable int,
 	}
 	cfg := pipeline.Config{Topic: loopTopic, OutputTopic: "out", DLQTopic: "dlq", Group: "g", ProgressTopic: "progress",
 		CommitInterval: 100 * time.Millisecond, CheckpointInterval: 300 * time.Millisecond, MaxPollRecords: 200,
-		DataDir: filepath.Join(dir, "data-"+id), ExitWhenIdle: 4 * time.Second, ReplayConnOpts: r.seeds,
+		DataDir: filepath.Join(dir, "data-"+id), ExitWhenIdle: idle, ReplayConnOpts: r.seeds,
 		TolerableSnapshotFailures: tolerable, Stats: stats, Logger: log}
 	pipeline.SetAfterPoll(&cfg, afterPoll)
 	newOp := func() pipeline.Operator { return aggregate.New(aggregate.Config{}) }
@@ -96,7 +97,7 @@ func TestS3SnapshotsThrottled(t *testing.T) {
 		}
 	}
 	var err error
-	e, err = r.s3Engine("a", t.TempDir(), ck, 1000, stats, log, hook)
+	e, err = r.s3Engine("a", t.TempDir(), ck, 1000, 4*time.Second, stats, log, hook)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,9 @@ func TestS3TolerableSnapshotFailures(t *testing.T) {
 	}
 	const tolerable = 2
 	var err error
-	e, err = r.s3Engine("a", t.TempDir(), ck, tolerable, stats, log, hook)
+	// No idle exit: the attempt must end by failing, however late the
+	// first records arrive on a loaded machine (the context bounds it).
+	e, err = r.s3Engine("a", t.TempDir(), ck, tolerable, 0, stats, log, hook)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +160,8 @@ func TestS3TolerableSnapshotFailures(t *testing.T) {
 	defer rcancel()
 	err = e.Run(rctx, nil)
 	if err == nil || errors.Is(err, job.ErrFinished) || !strings.Contains(err.Error(), "3 consecutive snapshot failures (tolerable: 2)") {
-		t.Fatalf("Run = %v; want the attempt to fail after 3 consecutive snapshot failures", err)
+		t.Fatalf("Run = %v; want the attempt to fail after 3 consecutive snapshot failures (records produced %d, processed %d, snapshot failures %d)",
+			err, r.produced.Load(), stats.RecordsIn.Load(), stats.SnapshotFailures.Load())
 	}
 	// Publishes in flight when the attempt failed may be counted too.
 	if n := stats.SnapshotFailures.Load(); n < tolerable+1 {
