@@ -405,42 +405,13 @@ func parseUTCSeconds(s string) (time.Time, bool) {
 	if y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59 {
 		return time.Time{}, false
 	}
-	leap := y%4 == 0 && (y%100 != 0 || y%400 == 0)
-	if d > 28 && d > daysInMonth(mo, leap) {
+	// time.Date normalises an impossible day (Feb 30 is Mar 2): such a
+	// date is left to the general path, which rejects it.
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, 0, time.UTC)
+	if d > 28 && t.Day() != d {
 		return time.Time{}, false
 	}
-	days := daysFromCivil(y, mo, d)
-	return time.Unix(days*86400+int64(h*3600+mi*60+sec), 0).UTC(), true
-}
-
-func daysInMonth(mo int, leap bool) int {
-	switch mo {
-	case 2:
-		if leap {
-			return 29
-		}
-		return 28
-	case 4, 6, 9, 11:
-		return 30
-	}
-	return 31
-}
-
-// daysFromCivil is the number of days from 1970-01-01 to the proleptic
-// Gregorian date y-mo-d (Howard Hinnant's days_from_civil), y >= 0.
-func daysFromCivil(y, mo, d int) int64 {
-	if mo <= 2 {
-		y--
-	}
-	era := y / 400
-	if y < 0 {
-		era = (y - 399) / 400
-	}
-	yoe := y - era*400
-	mp := (mo + 9) % 12
-	doy := (153*mp+2)/5 + d - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	return int64(era*146097 + doe - 719468)
+	return t, true
 }
 
 func clip(s string) string {
