@@ -29,9 +29,11 @@ type record struct {
 
 // recordReader splits an input into CSV records with bounded memory: a
 // record longer than maxLen is reported (TooLong) and skipped without being
-// held. A line break inside a quoted field continues the record (RFC 4180);
-// quote state is tracked by the parity of '"' characters, which escaped
-// quotes ("") do not change. Empty lines are skipped.
+// held. A line break inside a quoted field continues the record (RFC 4180).
+// A quote opens a quoted field only at the start of a field; a quote
+// anywhere else is left to the row parser, which rejects that one line,
+// so a stray quote cannot glue the lines after it onto its row. Empty
+// lines are skipped.
 //
 // At the end of the available input next returns io.EOF and keeps any
 // incomplete last line, so that a followed file can grow and the line be
@@ -52,7 +54,7 @@ type recordReader struct {
 	in      bool
 	start   int64
 	buf     []byte
-	open    bool // inside a quoted field
+	quote   quoteState
 	tooLong bool
 	size    int64
 	tail    [2]byte // last two bytes of the record (terminator of over-long records)
@@ -78,7 +80,7 @@ func (r *recordReader) next() (record, error) {
 			return record{}, err
 		}
 		r.lines++
-		if r.open && !r.tooLong {
+		if r.quote.open() && !r.tooLong {
 			continue // line break inside a quoted field
 		}
 		if rec, ok := r.finish(false); ok {
@@ -98,7 +100,7 @@ func (r *recordReader) flushPartial() (record, bool) {
 
 func (r *recordReader) add(chunk []byte) {
 	if !r.in {
-		r.in, r.start, r.buf, r.open, r.tooLong, r.size, r.tail = true, r.lines+1, r.buf[:0], false, false, 0, [2]byte{}
+		r.in, r.start, r.buf, r.quote, r.tooLong, r.size, r.tail = true, r.lines+1, r.buf[:0], fieldStart, false, 0, [2]byte{}
 	}
 	r.consumed += int64(len(chunk))
 	if r.progress != nil {
@@ -124,9 +126,62 @@ func (r *recordReader) add(chunk []byte) {
 		return
 	}
 	r.buf = append(r.buf, chunk...)
-	if bytes.Count(chunk, []byte{'"'})%2 == 1 {
-		r.open = !r.open
+	r.quote = r.quote.scan(chunk)
+}
+
+// quoteState is where a record's text stands with respect to CSV quoting.
+type quoteState uint8
+
+const (
+	fieldStart    quoteState = iota // at the start of a field
+	unquoted                        // inside an unquoted field
+	quoted                          // inside a quoted field
+	quoteInQuoted                   // after a quote inside a quoted field: "" or the closing quote
+)
+
+// open reports whether a line break here is inside a quoted field.
+func (q quoteState) open() bool { return q == quoted }
+
+// scan returns the state after chunk.
+func (q quoteState) scan(chunk []byte) quoteState {
+	if q <= unquoted && bytes.IndexByte(chunk, '"') < 0 {
+		// No quote (almost every chunk): only the last byte matters.
+		switch chunk[len(chunk)-1] {
+		case ',', '\n':
+			return fieldStart
+		}
+		return unquoted
 	}
+	for _, c := range chunk {
+		switch q {
+		case fieldStart:
+			switch c {
+			case '"':
+				q = quoted
+			case ',', '\n':
+			default:
+				q = unquoted
+			}
+		case unquoted:
+			if c == ',' || c == '\n' {
+				q = fieldStart
+			}
+		case quoted:
+			if c == '"' {
+				q = quoteInQuoted
+			}
+		case quoteInQuoted:
+			switch c {
+			case '"':
+				q = quoted // an escaped quote
+			case ',', '\n':
+				q = fieldStart
+			default:
+				q = unquoted // text after the closing quote: the row parser rejects it
+			}
+		}
+	}
+	return q
 }
 
 // finish ends the record being assembled; ok is false for an empty line.
@@ -165,7 +220,7 @@ func (r *recordReader) finish(eof bool) (record, bool) {
 		rec.Data = data[:min(len(data), rawClip)]
 	}
 	rec.TooLong = r.tooLong
-	rec.Unterminated = eof && r.open && !r.tooLong
+	rec.Unterminated = eof && r.quote.open() && !r.tooLong
 	r.records++
 	return rec, true
 }

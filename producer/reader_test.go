@@ -1,8 +1,10 @@
 package producer
 
 import (
+	"bufio"
 	"bytes"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -164,6 +166,41 @@ func TestRecordReaderRunawayQuote(t *testing.T) {
 	}
 	if last := got[len(got)-1]; last.data != "t9,9" || last.line != 13 {
 		t.Errorf("reading did not resume: %+v", got)
+	}
+}
+
+// A quote inside an unquoted field does not open a quoted field (RFC 4180
+// quotes a field only from its first character): its line is one record
+// (which the row parser rejects) and the lines after it are their own.
+func TestRecordReaderStrayQuote(t *testing.T) {
+	in := "h\n" +
+		"t1,ACC-\"1,1.00\n" + // stray quote mid-field
+		"t2,2\n" +
+		"t3,\"3\"x,3\n" + // text after a closing quote
+		"t4,4\n" +
+		"t5,\"a,\"\"b\"\"\nc\",5\n" + // quoted field with , "" and a line break
+		"t6,6\n"
+	// A tiny read buffer (16 bytes, bufio's minimum) splits lines, so the
+	// quote state must carry across chunks.
+	rr := newRecordReader(strings.NewReader(in), 100)
+	rr.br = bufio.NewReaderSize(strings.NewReader(in), 16)
+	var got []string
+	var lines [][2]int64
+	for {
+		rec, err := rr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(rec.Data))
+		lines = append(lines, [2]int64{rec.Line, rec.EndLine})
+	}
+	want := []string{"h", "t1,ACC-\"1,1.00", "t2,2", "t3,\"3\"x,3", "t4,4", "t5,\"a,\"\"b\"\"\nc\",5", "t6,6"}
+	wantLines := [][2]int64{{1, 1}, {2, 2}, {3, 3}, {4, 4}, {5, 5}, {6, 7}, {8, 8}}
+	if !slices.Equal(got, want) || !slices.Equal(lines, wantLines) {
+		t.Fatalf("got %q lines %v\nwant %q lines %v", got, lines, want, wantLines)
 	}
 }
 
