@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -121,6 +122,11 @@ func (c *produceConfig) validate() error {
 	if c.file == "" {
 		add("--file is required (a CSV file, or - for stdin)")
 	}
+	if c.rejects != "" {
+		if err := notTheInput(c.rejects, c.file); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.follow && c.file == "-" {
 		add("--follow needs a file path (stdin is read until it ends anyway)")
 	}
@@ -130,14 +136,14 @@ func (c *produceConfig) validate() error {
 	if c.maxLineBytes < 16 || c.maxLineBytes > 16<<20 {
 		add("--max-line-bytes %d: want 16 to %d", c.maxLineBytes, 16<<20)
 	}
-	if c.rate < 0 {
-		add("--rate must be >= 0")
+	if c.rate != 0 && !(c.rate >= minRate && c.rate <= maxRate) { // NaN fails both
+		add("--rate %v: want 0 (unlimited) or %v to %v rows per second", c.rate, minRate, maxRate)
 	}
 	if c.followPoll <= 0 {
 		add("--follow-poll must be > 0")
 	}
-	if c.createPartitions < 0 {
-		add("--create-topic-partitions must be >= 0")
+	if c.createPartitions < 0 || c.createPartitions > math.MaxInt32 {
+		add("--create-topic-partitions %d: want 0 to %d", c.createPartitions, math.MaxInt32)
 	}
 	if c.maxBufRecords < 1 {
 		add("--max-buffered-records must be >= 1")

@@ -242,6 +242,10 @@ func TestRunUsageErrors(t *testing.T) {
 		{"--file", "-", "--follow"},
 		{"--file", "x", "--compression", "brotli"},
 		{"--file", "x", "--rate", "-1"},
+		{"--file", "x", "--rate", "NaN"},
+		{"--file", "x", "--rate", "+Inf"},
+		{"--file", "x", "--rate", "1e-12"},
+		{"--file", "x", "--create-topic-partitions", "4294967296"},
 		{"--file", "x", "--max-line-bytes", "1"},
 		{"--file", "x", "--progress", "sometimes"},
 		{"--file", "x", "--brokers", "nohost"},
@@ -259,6 +263,36 @@ func TestRunUsageErrors(t *testing.T) {
 	}
 	if r := runCmd(t, nil, nil, "--help"); r.code != 0 || !strings.Contains(r.stderr, "TXSTREAM_BROKERS") {
 		t.Errorf("--help: %d %q", r.code, r.stderr)
+	}
+}
+
+// --rejects naming the input file is refused before it is opened (which
+// would truncate the input), and the input is untouched.
+func TestRunRejectsIsTheInput(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.csv")
+	data, err := os.ReadFile(sampleFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	alias := filepath.Join(dir, "alias.csv")
+	if err := os.Symlink(in, alias); err != nil {
+		t.Fatal(err)
+	}
+	for _, rej := range []string{in, alias, filepath.Join(dir, ".", "in.csv")} {
+		r := runCmd(t, nil, nil, "--dry-run", "--file", in, "--rejects", rej)
+		if r.code != ExitUsage || !strings.Contains(r.stderr, "is the input file") {
+			t.Errorf("--rejects %s: exit %d, want %d (%s)", rej, r.code, ExitUsage, r.stderr)
+		}
+	}
+	if got, _ := os.ReadFile(in); !bytes.Equal(got, data) {
+		t.Fatalf("the input changed: %d bytes, was %d", len(got), len(data))
+	}
+	if r := runCmd(t, nil, nil, "--dry-run", "--log-level", "error", "--file", in, "--rejects", filepath.Join(dir, "rej.csv")); r.code != 0 {
+		t.Fatalf("a separate rejects file: exit %d (%s)", r.code, r.stderr)
 	}
 }
 

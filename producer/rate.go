@@ -14,6 +14,10 @@ type pacer struct {
 	n     int64
 }
 
+// The --rate bounds: below minRate a row's due time overflows a Duration
+// within a run's reach; above maxRate pacing is no different from none.
+const minRate, maxRate = 0.001, 1e9
+
 func newPacer(rate float64) *pacer { return &pacer{rate: rate, now: time.Now} }
 
 // wait blocks until the next event is due or ctx ends.

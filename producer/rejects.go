@@ -18,6 +18,22 @@ type rejectWriter struct {
 	err    error
 }
 
+// notTheInput refuses a rejects file that is the input file itself:
+// opening it truncates it before a row is read.
+func notTheInput(rejects, input string) error {
+	if input == "-" {
+		return nil
+	}
+	ri, err := os.Stat(rejects)
+	if err != nil {
+		return nil // absent (it is created) or unreadable (opening says why)
+	}
+	if ii, err := os.Stat(input); err == nil && os.SameFile(ri, ii) {
+		return fmt.Errorf("--rejects %s is the input file %s: it would be truncated before it is read", rejects, input)
+	}
+	return nil
+}
+
 func openRejects(path string) (*rejectWriter, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
