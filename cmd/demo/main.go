@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -49,7 +50,7 @@ type demo struct {
 
 func main() {
 	fast := flag.Bool("fast", false, "shorter delays (for tests): same story, less waiting")
-	work := flag.String("work", ".demo", "working directory (recreated)")
+	work := flag.String("work", ".demo", "working directory, recreated on each run (a non-empty directory the demo did not create is refused)")
 	data := flag.String("data", "testdata/transactions.csv", "CSV transactions to feed")
 	httpAddr := flag.String("http", "127.0.0.1:8081", "consumer status page address during scenario 1")
 	flag.Parse()
@@ -79,16 +80,39 @@ func (d *demo) step(n int, title string) {
 	d.say("\n%s%s== %d. %s%s", bold, cyan, n, title, reset)
 }
 
+// workMarker marks a working directory as the demo's own, which a later
+// run may delete.
+const workMarker = ".txstream-demo"
+
+// recreateWork empties the working directory: only one that is absent,
+// empty or marked as the demo's, never a directory -work happened to name.
+func recreateWork(dir string) error {
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("-work %s: %w", dir, err)
+	case len(ents) > 0:
+		if _, err := os.Stat(filepath.Join(dir, workMarker)); err != nil {
+			return fmt.Errorf("-work %s: not empty and not a demo working directory (no %s in it); name a new or empty directory", dir, workMarker)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, workMarker), []byte("txstream demo working directory: `demo` deletes it at its next run\n"), 0o640)
+}
+
 func (d *demo) run(ctx context.Context) int {
-	if err := os.RemoveAll(d.work); err != nil {
-		fatal(err)
-	}
-	if err := os.MkdirAll(d.work, 0o750); err != nil {
-		fatal(err)
-	}
 	expected, err := synth.ExpectedFile(d.data)
 	if err != nil {
 		fatal(fmt.Errorf("reading %s: %w", d.data, err))
+	}
+	if err := recreateWork(d.work); err != nil {
+		fatal(err)
 	}
 	d.say("%stxstream demo%s: exactly-once stateful stream processing with checkpoints, on one machine.", bold, reset)
 	d.say("Everything runs under %s and is stopped at the end (also on Ctrl-C).", d.work)
