@@ -156,7 +156,9 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.txnTimeout, "transaction-timeout", 10*time.Second, "Kafka transaction timeout: a member that dies and does not come back holds read_committed readers of the output back until the broker aborts its transaction: this long after the transaction began, plus up to the broker's transaction.abort.timed.out.transaction.cleanup.interval.ms (default 10s) (a restarted member fences its old transaction at once); must be well above --commit-interval (Kafka Streams' EOS default: 10s)")
 
 	fs.StringVar(&c.restart.Strategy, "restart-strategy", def.Strategy, "restart strategy: fixed-delay, exponential-delay, failure-rate or none")
-	fs.IntVar(&c.restart.Attempts, "restart-attempts", def.Attempts, "fixed-delay: restarts allowed before the job FAILS")
+	// 0 means each strategy's own default, so that choosing
+	// exponential-delay alone keeps Flink's unlimited attempts.
+	fs.IntVar(&c.restart.Attempts, "restart-attempts", 0, "restarts allowed before the job FAILS: fixed-delay, over the job's life (0 = 3); exponential-delay, between two backoff resets (0 = unlimited)")
 	fs.DurationVar(&c.restart.Delay, "restart-delay", def.Delay, "fixed-delay and failure-rate: wait before a restart")
 	fs.DurationVar(&c.restart.InitialBackoff, "restart-initial-backoff", def.InitialBackoff, "exponential-delay: first delay")
 	fs.DurationVar(&c.restart.MaxBackoff, "restart-max-backoff", def.MaxBackoff, "exponential-delay: largest delay")
@@ -271,8 +273,8 @@ func (c *config) validate() error {
 	if c.clogBaseEvery < 1 {
 		errs = append(errs, errors.New("--changelog-base-every must be at least 1"))
 	}
-	if c.clogMaxRatio < 0 {
-		errs = append(errs, errors.New("--changelog-max-ratio must not be negative"))
+	if !(c.clogMaxRatio >= 0) || math.IsInf(c.clogMaxRatio, 1) { // also NaN
+		errs = append(errs, fmt.Errorf("--changelog-max-ratio %v: want a finite number >= 0", c.clogMaxRatio))
 	}
 	if c.checkpointRetain < 1 {
 		errs = append(errs, errors.New("--checkpoint-retain must be at least 1"))
@@ -384,6 +386,9 @@ func parseBytes(v string) (int64, error) {
 	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%q is not a size (e.g. 400MiB, 1GiB, 0)", v)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large a size", v)
 	}
 	return n * mult, nil
 }
