@@ -81,24 +81,46 @@ func Parse(fs *flag.FlagSet, args []string, envPrefix, configFlag string) error 
 	return errors.Join(errs...)
 }
 
+// readFile reads a flat YAML mapping of setting names to values. Each value
+// is taken as the text written in the file, as a flag or an environment
+// variable would give it: decoding into Go values first would let YAML's
+// type guessing rewrite it (group: 0123 would become 83, 0x10 16, a date a
+// time).
 func readFile(path string) (map[string]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config file: %w", err)
 	}
-	var raw map[string]any
-	if err := yaml.Unmarshal(b, &raw); err != nil {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("config %s: not valid YAML: %w", path, err)
 	}
-	out := make(map[string]string, len(raw))
-	for k, v := range raw {
-		switch v := v.(type) {
-		case nil:
-			out[k] = ""
-		case map[string]any, []any:
-			return nil, fmt.Errorf("config %s: %s: want a single value, got a %T", path, k, v)
+	out := map[string]string{}
+	if len(doc.Content) == 0 {
+		return out, nil // empty file
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("config %s: want a mapping of setting names to values (line %d)", path, root.Line)
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return nil, fmt.Errorf("config %s: line %d: a setting's name must be a plain word", path, k.Line)
+		}
+		if _, dup := out[k.Value]; dup {
+			return nil, fmt.Errorf("config %s: line %d: %s is set twice", path, k.Line, k.Value)
+		}
+		if v.Kind == yaml.AliasNode {
+			v = v.Alias
+		}
+		switch {
+		case v.Kind != yaml.ScalarNode:
+			return nil, fmt.Errorf("config %s: line %d: %s: want a single value, got a list or mapping", path, v.Line, k.Value)
+		case v.ShortTag() == "!!null":
+			out[k.Value] = ""
 		default:
-			out[k] = fmt.Sprint(v)
+			out[k.Value] = v.Value
 		}
 	}
 	return out, nil
