@@ -153,9 +153,12 @@ var decCtx = apd.BaseContext.WithPrecision(60)
 
 // AccountState is the per-account aggregate.
 type AccountState struct {
-	Count      int64
-	Total      apd.Decimal
-	Min, Max   apd.Decimal
+	Count    int64
+	Total    apd.Decimal
+	Min, Max apd.Decimal
+	// First and Last are the earliest and latest record times. They are
+	// stored as Unix nanoseconds, so a time outside 1677-09-21..2262-04-11
+	// is kept as that range's nearest end (time.UnixNano would wrap it).
 	First      time.Time
 	Last       time.Time
 	LastOffset int64
@@ -599,8 +602,8 @@ func (s *AccountState) Encode(dst []byte) []byte {
 	for _, d := range []*apd.Decimal{&s.Total, &s.Min, &s.Max} {
 		dst = appendDecimal(dst, d)
 	}
-	dst = binary.AppendVarint(dst, s.First.UnixNano())
-	dst = binary.AppendVarint(dst, s.Last.UnixNano())
+	dst = binary.AppendVarint(dst, unixNanos(s.First))
+	dst = binary.AppendVarint(dst, unixNanos(s.Last))
 	dst = binary.AppendVarint(dst, s.LastOffset)
 	return dst
 }

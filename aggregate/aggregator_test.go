@@ -305,6 +305,26 @@ func TestAccountStateRoundTrip(t *testing.T) {
 	}
 }
 
+// Record times beyond what Unix nanoseconds hold are kept as the nearest
+// end of that range, not wrapped into another century.
+func TestAccountStateFarTimes(t *testing.T) {
+	a := New(Config{})
+	st := memState{}
+	run(t, a, st, "t1,A,1,2300-01-01T00:00:00Z")
+	var s AccountState
+	if err := s.Decode(st[string(AccountKey(nil, "A"))]); err != nil {
+		t.Fatal(err)
+	}
+	if !s.First.Equal(maxNanoTime) || !s.Last.Equal(maxNanoTime) {
+		t.Fatalf("a 2300 record time stored as %v .. %v, want %v", s.First, s.Last, maxNanoTime.UTC())
+	}
+	s.First = time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC)
+	var back AccountState
+	if err := back.Decode(s.Encode(nil)); err != nil || !back.First.Equal(minNanoTime) {
+		t.Fatalf("a 1500 time decoded as %v (%v), want %v", back.First, err, minNanoTime.UTC())
+	}
+}
+
 func TestAccountStateCodec(t *testing.T) {
 	var s AccountState
 	s.Count = 3
