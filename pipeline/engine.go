@@ -118,8 +118,6 @@ type Engine struct {
 	// metadata, progress records).
 	topicID, clusterID string
 
-	replacedDone map[RecordKey]bool
-
 	snaps     snapshotter
 	lastInput time.Time
 	lastTurn  time.Time
@@ -163,6 +161,9 @@ type partState struct {
 	// clog is the partition's change log (changelog mode; nil otherwise).
 	clog *changelog
 	rec  Record
+	// replaced: rec's results have been replaced by its dead letter (an
+	// unwritable record, Config.Unwritable).
+	replaced bool
 	// ahead holds the records handed to a Prefetcher.
 	ahead [PrefetchBatch]Record
 	out   outSlab // the partition's output records (processing goroutine only)

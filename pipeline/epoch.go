@@ -100,7 +100,11 @@ func (e *Engine) commitEpoch(ctx context.Context) error {
 	records := e.ep.records
 	e.ep.open = false
 	var unw *UnwritableError
+	var af *abortFailedError
 	switch {
+	case errors.As(err, &af):
+		e.rewind()
+		return fmt.Errorf("epoch commit: %w", err)
 	case errors.As(err, &unw):
 		return e.redoWithout(cctx, unw)
 	case errors.Is(err, errPositionsDiverged):
@@ -263,14 +267,15 @@ type RecordKey struct {
 
 // liveEmitter sends an operator's results into the open epoch.
 type liveEmitter struct {
-	e   *Engine
-	rec *Record
-	c   *counts
-	out *outSlab
+	e        *Engine
+	rec      *Record
+	c        *counts
+	out      *outSlab
+	replaced *bool // the record being processed has had its dead letter
 }
 
 func (l liveEmitter) Emit(key, value []byte) {
-	if l.replaced() {
+	if l.replace() {
 		return
 	}
 	l.e.sink.Send(l.out.record(l.e.cfg.OutputTopic, key, value, l.rec), l.rec)
@@ -278,7 +283,7 @@ func (l liveEmitter) Emit(key, value []byte) {
 }
 
 func (l liveEmitter) DeadLetter(reason, detail string) {
-	if l.replaced() {
+	if l.replace() {
 		return
 	}
 	l.e.sink.Send(deadLetter(l.e.cfg.DLQTopic, l.rec, reason, detail, dlqMaxValue), l.rec)
@@ -289,20 +294,20 @@ func (l liveEmitter) DeadLetter(reason, detail string) {
 
 func (l liveEmitter) Skipped(string) { l.c.dup++ }
 
-// replaced reports a record whose results the sink could not write: its
-// first result becomes one small dead letter, the rest are dropped.
-func (l liveEmitter) replaced() bool {
+// replace reports a record whose results the sink could not write: its
+// first result becomes one small dead letter, the rest are dropped. The
+// dead letter is sent each time the record is processed (the flag is per
+// processing, reset before each record): an epoch that is redone again,
+// to replace another record or after a rebalance, must carry it too.
+func (l liveEmitter) replace() bool {
 	cause, ok := l.e.cfg.Unwritable[RecordKey{l.rec.Partition, l.rec.Offset}]
 	if !ok {
 		return false
 	}
-	if l.e.replacedDone[RecordKey{l.rec.Partition, l.rec.Offset}] {
+	if *l.replaced {
 		return true
 	}
-	if l.e.replacedDone == nil {
-		l.e.replacedDone = map[RecordKey]bool{}
-	}
-	l.e.replacedDone[RecordKey{l.rec.Partition, l.rec.Offset}] = true
+	*l.replaced = true
 	l.e.sink.Send(deadLetter(l.e.cfg.DLQTopic, l.rec, ReasonUnwritable, cause, 1<<10), l.rec)
 	l.c.dlq++
 	return true

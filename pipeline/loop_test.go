@@ -16,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/apd/v3"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -43,6 +44,11 @@ type loopRig struct {
 	// wrapCkpt, if set, wraps each engine's checkpoint storage (failure
 	// injection).
 	wrapCkpt func(checkpoint.Storage) checkpoint.Storage
+	// wrapSink, if set, wraps each engine's sink (failure injection).
+	wrapSink func(pipeline.Sink) pipeline.Sink
+	// replaced are transactions whose output the sink refuses: verify
+	// wants a dead letter in place of each.
+	replaced map[string]bool
 }
 
 const loopTopic = "in"
@@ -137,7 +143,11 @@ func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPol
 	if r.wrapCkpt != nil {
 		storage = r.wrapCkpt(ck)
 	}
-	return pipeline.NewEngine(cfg, src, &checkedSink{Sink: sink, t: r.t, seeds: r.seeds}, newOp, storage), nil
+	var sk pipeline.Sink = &checkedSink{Sink: sink, t: r.t, seeds: r.seeds}
+	if r.wrapSink != nil {
+		sk = r.wrapSink(sk)
+	}
+	return pipeline.NewEngine(cfg, src, sk, newOp, storage), nil
 }
 
 // verify reads the committed output and checks every record against a
@@ -154,14 +164,15 @@ func (r *loopRig) verify() {
 	defer cl.Close()
 	ids := map[string]int{}
 	dlq := map[string]int{}
-	wrong := 0
+	wrong, unwritable := 0, 0
+	wantValid := r.exp.Valid - len(r.replaced)
 	// Read until every expected record has arrived (a loaded machine may
 	// take seconds to deliver the first fetch) or 60 s have passed, then
 	// until two polls in a row bring nothing (duplicates would come late).
-	wantDLQ := r.exp.Bad + r.exp.Conflicts
+	wantDLQ := r.exp.Bad + r.exp.Conflicts + len(r.replaced)
 	deadline := time.Now().Add(60 * time.Second)
 	for quiet := 0; quiet < 2; {
-		if (len(ids) < r.exp.Valid || len(dlq) < wantDLQ) && time.Now().Before(deadline) {
+		if (len(ids) < wantValid || len(dlq) < wantDLQ) && time.Now().Before(deadline) {
 			quiet = 0
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -175,6 +186,9 @@ func (r *loopRig) verify() {
 				for _, h := range rec.Headers {
 					if h.Key == pipeline.HeaderSrcPartition || h.Key == pipeline.HeaderSrcOffset {
 						src += string(h.Value) + "/"
+					}
+					if h.Key == pipeline.HeaderDLQReason && string(h.Value) == pipeline.ReasonUnwritable {
+						unwritable++
 					}
 				}
 				dlq[src]++
@@ -191,6 +205,9 @@ func (r *loopRig) verify() {
 				return
 			}
 			ids[v.ID]++
+			if r.replaced[v.ID] {
+				t.Errorf("transaction %s: output, but the sink refused it", v.ID)
+			}
 			want, ok := r.exp.Running[v.ID]
 			var tot apd.Decimal
 			_, _, perr := tot.SetString(v.Total)
@@ -213,8 +230,8 @@ func (r *loopRig) verify() {
 			twice++
 		}
 	}
-	if len(ids) != r.exp.Valid || twice > 0 || wrong > 0 {
-		t.Errorf("output: %d of %d transactions, %d more than once, %d with a wrong running aggregate", len(ids), r.exp.Valid, twice, wrong)
+	if len(ids) != wantValid || twice > 0 || wrong > 0 {
+		t.Errorf("output: %d of %d transactions, %d more than once, %d with a wrong running aggregate", len(ids), wantValid, twice, wrong)
 		// A transaction left open holds read_committed readers at the
 		// last stable offset: show it beside the end of each partition.
 		adm := kadm.NewClient(cl)
@@ -240,6 +257,92 @@ func (r *loopRig) verify() {
 	if len(dlq) != wantDLQ || dup > 0 {
 		t.Errorf("dead letters: %d distinct sources (%d repeated), want %d once each", len(dlq), dup, wantDLQ)
 	}
+	if unwritable != len(r.replaced) {
+		t.Errorf("%d dead letters for unwritable output, want %d", unwritable, len(r.replaced))
+	}
+}
+
+// refusingSink refuses the output of some transactions the way a broker
+// refuses a record too large for the topic: the epoch's commit fails with
+// the first refused record (as the Kafka sink reports it), the epoch is
+// aborted, and the engine redoes it with that record replaced.
+type refusingSink struct {
+	pipeline.Sink
+	ids     map[string]bool
+	mu      sync.Mutex // Send runs on the partitions' goroutines
+	refused []*pipeline.UnwritableError
+	reports atomic.Int32
+}
+
+func (s *refusingSink) Send(r *kgo.Record, src *pipeline.Record) {
+	if r.Topic == "out" {
+		var v struct {
+			ID string `json:"transaction_id"`
+		}
+		if json.Unmarshal(r.Value, &v) == nil && s.ids[v.ID] {
+			s.mu.Lock()
+			s.refused = append(s.refused, &pipeline.UnwritableError{Topic: r.Topic, Partition: src.Partition, Offset: src.Offset,
+				Err: kerr.MessageTooLarge})
+			s.mu.Unlock()
+			return
+		}
+	}
+	s.Sink.Send(r, src)
+}
+
+func (s *refusingSink) Commit(ctx context.Context, pos map[int32]int64, touched []int32) (bool, error) {
+	s.mu.Lock()
+	refused := s.refused
+	s.refused = nil
+	s.mu.Unlock()
+	if len(refused) == 0 {
+		return s.Sink.Commit(ctx, pos, touched)
+	}
+	s.reports.Add(1)
+	return false, errors.Join(refused[0], s.Sink.Abort(ctx))
+}
+
+func (s *refusingSink) Abort(ctx context.Context) error {
+	s.mu.Lock()
+	s.refused = nil
+	s.mu.Unlock()
+	return s.Sink.Abort(ctx)
+}
+
+// Several records of one epoch, in different partitions, whose output the
+// sink refuses, one reported per commit: each redo replaces one more, and
+// the committed epoch must hold a dead letter for every one of them (the
+// ones replaced in earlier redos included), with every other record's
+// output and running aggregate as in a failure-free pass.
+func TestLoopUnwritableOutputs(t *testing.T) {
+	r := newLoopRig(t, 3000)
+	// Six consecutive valid transactions from the middle of the input:
+	// produced together, so processed in one epoch, over several accounts
+	// and so several partitions.
+	r.replaced = map[string]bool{}
+	for _, line := range r.lines[1500:] {
+		f := strings.Split(string(line), ",")
+		if _, ok := r.exp.Running[f[0]]; ok && len(r.replaced) < 6 {
+			r.replaced[f[0]] = true
+		}
+	}
+	var rs *refusingSink
+	r.wrapSink = func(s pipeline.Sink) pipeline.Sink {
+		rs = &refusingSink{Sink: s, ids: r.replaced}
+		return rs
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	r.produce(context.Background(), 1_000_000)
+	e, err := r.engine("m", t.TempDir(), false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runEngine(t, e)
+	if n := rs.reports.Load(); n < 2 {
+		t.Fatalf("the sink reported %d refused records; the test needs at least two in one epoch", n)
+	}
+	t.Logf("%d epochs redone with one more record replaced", rs.reports.Load())
+	r.verify()
 }
 
 // run runs the engine until it finishes on idle input.

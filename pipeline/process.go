@@ -78,7 +78,7 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 				Err: fmt.Errorf("operator panic: %v\n%s", r, debug.Stack())}
 		}
 	}()
-	em := liveEmitter{e: e, rec: &ps.rec, c: &ps.ep, out: &ps.out}
+	em := liveEmitter{e: e, rec: &ps.rec, c: &ps.ep, out: &ps.out, replaced: &ps.replaced}
 	pf, _ := ps.op.(Prefetcher)
 	for i, kr := range recs {
 		cur = kr
@@ -105,7 +105,7 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 			}
 		}
 		ps.ep.in++
-		ps.rec = recordOf(kr)
+		ps.rec, ps.replaced = recordOf(kr), false
 		if err := ps.op.Process(&ps.rec, ps.ov, em); err != nil {
 			return &job.RecordError{Topic: kr.Topic, Partition: kr.Partition, Offset: kr.Offset, Err: err}
 		}

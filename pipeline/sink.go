@@ -65,6 +65,16 @@ func isUnwritable(err error) bool {
 // positions; it is aborted and redone.
 var errPositionsDiverged = errors.New("client and engine positions diverged")
 
+// abortFailedError: an epoch the sink ended without committing could not
+// be aborted either. Whatever the cause, it is no benign redo (the producer
+// may still be in its transaction): the attempt fails, naming both.
+type abortFailedError struct{ cause, err error }
+
+func (e *abortFailedError) Error() string {
+	return fmt.Sprintf("%v; aborting the transaction: %v", e.cause, e.err)
+}
+func (e *abortFailedError) Unwrap() []error { return []error{e.cause, e.err} }
+
 // ConfigError is a setting the broker refuses: restarting cannot help.
 type ConfigError struct{ Err error }
 
@@ -233,7 +243,7 @@ func (k *KafkaSink) Commit(ctx context.Context, positions map[int32]int64, touch
 		_, err := sess.End(ctx, kgo.TryAbort)
 		k.forgetErrors()
 		if err != nil {
-			return false, errors.Join(cause, fmt.Errorf("aborting transaction: %w", err))
+			return false, &abortFailedError{cause: cause, err: err}
 		}
 		return false, cause
 	}

@@ -2,10 +2,12 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -70,5 +72,68 @@ func TestKafkaSinkAbortLeavesNoErrorBehind(t *testing.T) {
 	committed, err := sink.Commit(context.Background(), map[int32]int64{}, nil)
 	if err != nil || !committed {
 		t.Fatalf("the epoch after an abort: committed %v, %v", committed, err)
+	}
+}
+
+// An epoch the sink cannot commit (here every produce is refused as too
+// large) and then cannot abort either (the broker refuses EndTxn) is no
+// benign redo: Commit reports an abort failure that keeps both causes.
+func TestKafkaSinkFailedAbortIsNotABenignRedo(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in", "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	src, err := offsets.New(offsets.Config{Topic: "in", Group: "g", InstanceID: "a", TransactionalID: "t-a",
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
+		ConnOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	sink, err := pipeline.NewKafkaSink(context.Background(), src, pipeline.KafkaSinkConfig{Group: "g", Topic: "in"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		r := req.(*kmsg.ProduceRequest)
+		resp := r.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.MessageTooLarge.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	var endTxns atomic.Int32
+	c.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		endTxns.Add(1)
+		resp := req.(*kmsg.EndTxnRequest).ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.TransactionalIDAuthorizationFailed.Code
+		return resp, nil, true
+	})
+	if err := sink.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	sink.Send(&kgo.Record{Topic: "out", Value: []byte("refused")}, &pipeline.Record{Topic: "in", Partition: 0})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	committed, err := sink.Commit(ctx, map[int32]int64{}, nil)
+	if committed || err == nil {
+		t.Fatalf("Commit: committed %v, %v; want a failure", committed, err)
+	}
+	if endTxns.Load() == 0 {
+		t.Fatalf("Commit did not try to abort: %v", err)
+	}
+	if !pipeline.IsAbortFailed(err) || !errors.Is(err, kerr.MessageTooLarge) || !errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
+		t.Fatalf("Commit: %v; want an abort failure naming the refused produce and the refused abort", err)
 	}
 }
