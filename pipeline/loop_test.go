@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -46,6 +47,8 @@ type loopRig struct {
 	wrapCkpt func(checkpoint.Storage) checkpoint.Storage
 	// wrapSink, if set, wraps each engine's sink (failure injection).
 	wrapSink func(pipeline.Sink) pipeline.Sink
+	// partitionBytes, if set, is the engine's per-partition fetch size.
+	partitionBytes int32
 	// replaced are transactions whose output the sink refuses: verify
 	// wants a dead letter in place of each.
 	replaced map[string]bool
@@ -117,7 +120,7 @@ func (r *loopRig) produce(ctx context.Context, rate int) {
 func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPoll func()) (*pipeline.Engine, error) {
 	src, err := offsets.New(offsets.Config{Topic: loopTopic, Group: "g", InstanceID: id, TransactionalID: "t-" + id, ProgressTopic: "progress",
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
-		ConnOpts: r.seeds, Logger: log, RebalanceAnytime: anytime})
+		ConnOpts: r.seeds, Logger: log, RebalanceAnytime: anytime, PartitionMaxBytes: r.partitionBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -590,4 +593,102 @@ func TestRecoveryFailureClosesOtherStores(t *testing.T) {
 		}
 		_ = st.Close()
 	}
+}
+
+// With no committed offsets in the group (expired or deleted), the
+// client starts at the log start while the engine recovers at C from
+// the progress records. The engine must move the client to C once it has
+// polled the partition, not read all the retained log below C (which
+// takes long on a big topic, and meets retention on the way). Counted at
+// the broker: the fetches of each partition below C.
+func TestLoopNoGroupOffsetsSkipsToC(t *testing.T) {
+	r := newLoopRig(t, 4000)
+	r.partitionBytes = 1 // one batch per fetch
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	r.produce(context.Background(), 20000) // batches of ~50 records per partition
+	dir := t.TempDir()
+	e, err := r.engine("m", dir, false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runEngine(t, e) // finishes with a snapshot at C: the next run replays nothing
+
+	cl, err := kgo.NewClient(r.seeds...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, loopTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics, err := adm.ListTopics(ctx, loopTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topicID := topics[loopTopic].ID
+	// The member left without leaving the group (a static member): Kafka
+	// refuses to delete a subscribed group's offsets until it expires.
+	for {
+		resps, err := adm.DeleteOffsets(ctx, "g", kadm.TopicsSet{loopTopic: {0: {}, 1: {}, 2: {}, 3: {}}})
+		if err == nil {
+			err = resps.Error()
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("deleting the group's offsets: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	var mu sync.Mutex
+	below := map[int32]map[int64]bool{}
+	r.cluster.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r.cluster.KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rt := range req.(*kmsg.FetchRequest).Topics {
+			if rt.Topic != loopTopic && rt.TopicID != topicID {
+				continue
+			}
+			for _, rp := range rt.Partitions {
+				if end, ok := ends.Lookup(loopTopic, rp.Partition); ok && rp.FetchOffset < end.Offset {
+					if below[rp.Partition] == nil {
+						below[rp.Partition] = map[int64]bool{}
+					}
+					below[rp.Partition][rp.FetchOffset] = true
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	e, err = r.engine("m", dir, false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runEngine(t, e)
+	mu.Lock()
+	counts := map[int32]int{}
+	for p, offs := range below {
+		counts[p] = len(offs)
+	}
+	mu.Unlock() // the hook stays installed: verify's fetches pass through it
+	if len(counts) == 0 {
+		t.Fatal("the second run never fetched below C: the group's offsets were not gone")
+	}
+	for p := int32(0); p < 4; p++ {
+		end, _ := ends.Lookup(loopTopic, p)
+		t.Logf("partition %d: C %d, %d distinct fetch offsets below C", p, end.Offset, counts[p])
+		// The fetch at the log start, and the one the client may send
+		// ahead of its first poll, before the move lands.
+		if counts[p] > 3 {
+			t.Errorf("partition %d: the client fetched from %d offsets below C %d: it read the log up to C instead of moving there", p, counts[p], end.Offset)
+		}
+	}
+	r.verify()
 }

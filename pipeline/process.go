@@ -23,6 +23,7 @@ func (e *Engine) processFetches(fetches kgo.Fetches) (int, error) {
 		recs []*kgo.Record
 	}
 	var ws []work
+	var behind map[int32]int64
 	n := 0
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		if len(fp.Records) == 0 {
@@ -40,11 +41,25 @@ func (e *Engine) processFetches(fetches kgo.Fetches) (int, error) {
 		// savepoint or a progress record, or at the log start).
 		recs := fp.Records
 		if recs[len(recs)-1].Offset < ps.pos {
+			// The client reads below the engine's position: with no
+			// committed offset in the group (expired, or C came from a
+			// progress record) it started at the log start, and only now,
+			// having polled the partition, can it be moved (Seek). Left
+			// there, it would read all the retained log before C.
+			if behind == nil {
+				behind = map[int32]int64{}
+			}
+			behind[fp.Partition] = ps.pos
+			e.log.Info("the client reads below the commit point; moving it there",
+				zap.Int32("partition", fp.Partition), zap.Int64("at", recs[len(recs)-1].Offset+1), zap.Int64("commit_point", ps.pos))
 			return
 		}
 		ws = append(ws, work{ps, recs})
 		n += len(recs)
 	})
+	if behind != nil {
+		e.src.Seek(behind)
+	}
 	if n == 0 {
 		return 0, nil
 	}
