@@ -277,9 +277,14 @@ func (e *Engine) restore(ctx context.Context, pl Plan, dir string) (_ *Store, _ 
 		return nil, nil, false, err
 	}
 	if want >= 0 {
-		if so, err := store.Offset(); err != nil || so != want {
+		so, err := store.Offset()
+		if err != nil {
 			_ = store.Close()
-			return nil, nil, false, fmt.Errorf("partition %d: restored state records offset %d, its metadata says %d (%v)", pl.Partition, so, want, err)
+			return nil, nil, false, fmt.Errorf("partition %d: reading the restored state's offset: %w", pl.Partition, err)
+		}
+		if so != want {
+			_ = store.Close()
+			return nil, nil, false, fmt.Errorf("partition %d: restored state records offset %d, its metadata says %d", pl.Partition, so, want)
 		}
 	}
 	return store, meta, true, nil

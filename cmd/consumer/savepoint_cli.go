@@ -66,7 +66,11 @@ func runSavepoint(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		fmt.Fprintf(stderr, "consumer savepoint: reading the answer (%s): %v\n", resp.Status, err)
+		return 1
+	}
 	if resp.StatusCode/100 != 2 {
 		fmt.Fprintf(stderr, "consumer savepoint: %s: %s\n", resp.Status, strings.TrimSpace(string(out)))
 		return 1

@@ -11,10 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/txstream/txstream/aggregate"
 	"github.com/txstream/txstream/checkpoint"
@@ -89,14 +91,31 @@ func runCheckpoints(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	if dir == "" && fs.NArg() > 0 {
-		dir = fs.Arg(0)
+	extra := fs.Args()
+	if dir == "" && len(extra) > 0 {
+		dir, extra = extra[0], extra[1:]
 	}
 	if dir == "" {
 		fmt.Fprintln(stderr, "consumer checkpoints "+sub+": missing the checkpoint directory")
 		return 2
 	}
-	log := zap.NewNop()
+	if len(extra) > 0 {
+		// Flags go before the directory or right after it: anything
+		// after a second word (gc DIR apply, list A B --json) was not
+		// read, so nothing is done on a guess.
+		fmt.Fprintf(stderr, "consumer checkpoints %s: unexpected arguments %q (one directory; flags such as --apply before or right after it)\n", sub, extra)
+		return 2
+	}
+	if *partition > math.MaxInt32 {
+		fmt.Fprintf(stderr, "consumer checkpoints %s: --partition %d is not a partition number\n", sub, *partition)
+		return 2
+	}
+	// What the storage skips (an unreadable savepoint, a stray
+	// directory) it says in a warning: shown on stderr, and counted, so
+	// that verify fails on it.
+	var warned atomic.Int64
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(stderr), zap.WarnLevel),
+		zap.Hooks(func(zapcore.Entry) error { warned.Add(1); return nil }))
 	ctx := context.Background()
 	store, err := checkpoint.OpenExistingStorage(ctx, dir, s3, log)
 	if err != nil {
@@ -107,7 +126,7 @@ func runCheckpoints(args []string, stdout, stderr io.Writer) int {
 	case "list":
 		err = listCheckpoints(store, stdout, *asJSON)
 	case "verify":
-		return verifyCheckpoints(ctx, store, stdout, stderr)
+		return verifyCheckpoints(ctx, store, stdout, stderr, warned.Load)
 	case "inspect":
 		if *partition < 0 || *key == "" {
 			fmt.Fprintln(stderr, "consumer checkpoints inspect: --partition and --key are required")
@@ -235,7 +254,7 @@ func shortID(id string) string {
 	return id
 }
 
-func verifyCheckpoints(ctx context.Context, store checkpoint.Storage, stdout, stderr io.Writer) int {
+func verifyCheckpoints(ctx context.Context, store checkpoint.Storage, stdout, stderr io.Writer, warnings func() int64) int {
 	parts, err := store.Partitions()
 	if err != nil {
 		fmt.Fprintln(stderr, "consumer checkpoints verify:", err)
@@ -264,10 +283,18 @@ func verifyCheckpoints(ctx context.Context, store checkpoint.Storage, stdout, st
 			}
 		}
 	}
+	before := warnings()
 	sps, err := store.ListSavepoints()
 	if err != nil {
 		fmt.Fprintln(stdout, "FAIL  savepoints:", err)
 		bad++
+	}
+	if skipped := warnings() - before; skipped > 0 {
+		// Each is a savepoint whose metadata cannot be read (the warning
+		// on stderr names it): no restore could use it.
+		fmt.Fprintf(stdout, "FAIL  %d savepoint(s) with unreadable metadata (named above)\n", skipped)
+		n += int(skipped)
+		bad += int(skipped)
 	}
 	for _, sp := range sps {
 		n++
