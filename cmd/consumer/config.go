@@ -177,7 +177,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.BoolVar(&c.reprocess, "reprocess", false, "with --from-savepoint: rewind the group to the savepoint's offsets and output everything after them again (after a bug fix); the group must have no running members. One-shot: remove it after the run")
 	fs.StringVar(&c.compression, "output-compression", "snappy", "compression of output and dead-letter batches: none, gzip, snappy, lz4 or zstd")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "400MiB", "soft memory limit for the Go runtime (e.g. 400MiB, 1GiB; 0 = none); the GOMEMLIMIT environment variable wins when set. State stores, block cache and Kafka buffers live inside it")
-	fs.BoolVar(&c.createTopics, "create-topics", true, "create the output and dead-letter topics at start-up if missing (same partition count as --topic, broker-default replication)")
+	fs.BoolVar(&c.createTopics, "create-topics", true, "create the output, dead-letter and progress topics at start-up if missing (as many partitions as --topic, or the broker's default when --topic does not exist yet; broker-default replication; the progress topic compacted)")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:8081", "status API, dashboard and metrics address (empty: off); binding off loopback is explicit")
 	fs.StringVar(&c.httpToken, "http-token", "", "bearer token required by mutating endpoints when --http is not loopback (prefer the environment variable)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -34,12 +34,14 @@ Usage:
   consumer checkpoints list DIR [--json]            snapshots (changelog mode: bases and their change-log segments)
                                                     and savepoints: id, partition, topic id, cluster id, offset, mode,
                                                     files, bytes, age (ids shortened; --json: full)
-  consumer checkpoints verify DIR                   check every file's size and CRC32C and every segment's checksum
-                                                    and sequence; exit 1 on any failure
+  consumer checkpoints verify DIR                   check every file's size and CRC32C, every segment's checksum
+                                                    and sequence, and every savepoint's metadata; exit 1 on any failure
   consumer checkpoints inspect DIR --partition P --key ACCOUNT [--topic T] [--id ID]
                                                     read an account's aggregate from a snapshot (newest by default;
                                                     a base with its change log applied)
-  consumer checkpoints gc DIR [--apply]             show (default) or delete what retention and garbage collection would remove
+  consumer checkpoints gc DIR [--apply]             show (default) or delete what garbage collection removes: torn
+                                                    snapshots, temporary files, unreferenced pool files (retention,
+                                                    --checkpoint-retain, is the daemon's)
 
 Exit codes: 0 ok, 1 verification failed or an operation failed, 2 usage.`
 
