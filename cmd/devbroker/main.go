@@ -64,6 +64,10 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "devbroker:", err)
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "devbroker: unexpected arguments %q (it takes flags only; see --help)\n", fs.Args())
+		return 2
+	}
 	log, err := logging.New(*logLevel, false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "devbroker:", err)
@@ -77,8 +81,8 @@ func run(args []string) int {
 			return 2
 		}
 	}
-	if *partitions < 1 {
-		log.Error("--partitions must be at least 1", zap.Int("partitions", *partitions))
+	if *partitions < 1 || *partitions > 1<<16 {
+		log.Error("--partitions must be 1 to 65536", zap.Int("partitions", *partitions))
 		return 2
 	}
 	var bound string // the real listen address (ListenAddrs reports the advertised one)
