@@ -480,6 +480,13 @@ func (e *Engine) fetchErrors(fetches kgo.Fetches) error {
 			fatal = err
 			return
 		}
+		if t == "" && errors.Is(ferr, kerr.FencedInstanceID) {
+			// Another process joined with this --instance-id and took
+			// this member's place: rejoining would take it back, and so
+			// on. The attempt fails; Run words it as permanent.
+			fatal = fmt.Errorf("group session: %w", ferr)
+			return
+		}
 		if t == "" && !kconn.IsAuthError(ferr) {
 			// A group session error the client recovers from by
 			// rejoining (the member was removed, the coordinator moved);

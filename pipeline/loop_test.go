@@ -47,6 +47,8 @@ type loopRig struct {
 	wrapCkpt func(checkpoint.Storage) checkpoint.Storage
 	// wrapSink, if set, wraps each engine's sink (failure injection).
 	wrapSink func(pipeline.Sink) pipeline.Sink
+	// exitIdle, if set, replaces the engines' 4 s ExitWhenIdle.
+	exitIdle time.Duration
 	// partitionBytes, if set, is the engine's per-partition fetch size.
 	partitionBytes int32
 	// replaced are transactions whose output the sink refuses: verify
@@ -138,6 +140,9 @@ func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPol
 		CommitInterval: 100 * time.Millisecond, CheckpointInterval: 700 * time.Millisecond, MaxPollRecords: 200,
 		DataDir: filepath.Join(dir, "data-"+id), ExitWhenIdle: 4 * time.Second, ReplayConnOpts: r.seeds,
 		Logger: log}
+	if r.exitIdle > 0 {
+		cfg.ExitWhenIdle = r.exitIdle
+	}
 	pipeline.SetAfterPoll(&cfg, afterPoll)
 	newOp := func() pipeline.Operator { return aggregate.New(aggregate.Config{}) }
 	cfg.Job = pipeline.StateSettings(newOp())
@@ -691,4 +696,72 @@ func TestLoopNoGroupOffsetsSkipsToC(t *testing.T) {
 		}
 	}
 	r.verify()
+}
+
+// Another client that joins the group with this member's instance id
+// takes its place (Kafka fences the older one). A busy member learns it
+// from its next transaction's offset commit; an idle one, which commits
+// nothing, only from its group session (heartbeat). Either way the fenced
+// member must fail with a permanent error that says so, not rejoin and
+// take the slot back, over and over.
+func TestLoopFencedInstanceIDIsPermanent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an in-process broker for ~15 s")
+	}
+	r := newLoopRig(t, 2000)
+	r.exitIdle = 2 * time.Minute // idle, but running
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r.produce(ctx, 1_000_000)
+	e, err := r.engine("m", t.TempDir(), false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx, nil) }()
+	// Wait until the member has committed all the input: from then on
+	// it is idle, with no epoch and no transaction.
+	cl, err := kgo.NewClient(r.seeds...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for {
+		offs, err := adm.FetchOffsets(ctx, "g")
+		sum := int64(0)
+		if err == nil {
+			offs.Each(func(o kadm.OffsetResponse) { sum += o.At })
+		}
+		if sum == int64(len(r.lines)) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the member did not commit the input: %d of %d (%v)", sum, len(r.lines), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A plain group member with the same instance id (and no
+	// transactional id: only the group membership is taken over).
+	other, err := kgo.NewClient(append(r.seeds, kgo.ConsumerGroup("g"), kgo.ConsumeTopics(loopTopic),
+		kgo.InstanceID("m"), kgo.Balancers(kgo.CooperativeStickyBalancer()), kgo.DisableAutoCommit())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	go func() {
+		for ctx.Err() == nil {
+			other.PollFetches(ctx)
+		}
+	}()
+	select {
+	case err := <-done:
+		t.Logf("engine: %v", err)
+		if !errors.Is(err, kerr.FencedInstanceID) || !job.IsPermanent(err) || !strings.Contains(err.Error(), "instance id") {
+			t.Fatalf("engine: %v; want a permanent error for the instance id taken over", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the fenced member still runs after 90 s")
+	}
 }
