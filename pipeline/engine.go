@@ -472,6 +472,15 @@ func (e *Engine) fetchErrors(fetches kgo.Fetches) error {
 				return
 			}
 			pos := ps.pos
+			if start, stable, ok := e.boundsNow(p); ok && start <= pos && pos <= stable {
+				// The records at the engine's position are there, so the
+				// client was fetching elsewhere: below C, where it starts
+				// with no group offset, and the log start passed it
+				// before it was moved to C. No state is lost: the attempt
+				// restarts, and recovery positions a fresh client.
+				fatal = fmt.Errorf("partition %d: the client fetched below the log start %d on its way to the commit point %d; restarting: %w", p, start, pos, ferr)
+				return
+			}
 			err := fmt.Errorf("partition %d: the records at the position %d are gone from the log (retention or DeleteRecords): %w", p, pos, ErrStateLoss)
 			if e.cfg.AllowStateLoss {
 				// Recovery, with state loss allowed, resumes at the log start.
@@ -500,6 +509,19 @@ func (e *Engine) fetchErrors(fetches kgo.Fetches) error {
 		}
 	})
 	return fatal
+}
+
+// boundsNow is the partition's log start and last stable offset, asked
+// of the broker now (ok false when it cannot say within 10 s).
+func (e *Engine) boundsNow(p int32) (start, stable int64, ok bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start, stable, err := e.src.Bounds(ctx, p)
+	if err != nil {
+		e.log.Warn("cannot read the partition's log bounds", zap.Int32("partition", p), zap.Error(err))
+		return 0, 0, false
+	}
+	return start, stable, true
 }
 
 func (e *Engine) pollWait() time.Duration {

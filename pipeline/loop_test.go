@@ -47,6 +47,8 @@ type loopRig struct {
 	wrapCkpt func(checkpoint.Storage) checkpoint.Storage
 	// wrapSink, if set, wraps each engine's sink (failure injection).
 	wrapSink func(pipeline.Sink) pipeline.Sink
+	// clientOpts are added to the engines' client options.
+	clientOpts []kgo.Opt
 	// exitIdle, if set, replaces the engines' 4 s ExitWhenIdle.
 	exitIdle time.Duration
 	// partitionBytes, if set, is the engine's per-partition fetch size.
@@ -122,7 +124,7 @@ func (r *loopRig) produce(ctx context.Context, rate int) {
 func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPoll func()) (*pipeline.Engine, error) {
 	src, err := offsets.New(offsets.Config{Topic: loopTopic, Group: "g", InstanceID: id, TransactionalID: "t-" + id, ProgressTopic: "progress",
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
-		ConnOpts: r.seeds, Logger: log, RebalanceAnytime: anytime, PartitionMaxBytes: r.partitionBytes})
+		ConnOpts: append(append([]kgo.Opt{}, r.seeds...), r.clientOpts...), Logger: log, RebalanceAnytime: anytime, PartitionMaxBytes: r.partitionBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -635,21 +637,7 @@ func TestLoopNoGroupOffsetsSkipsToC(t *testing.T) {
 		t.Fatal(err)
 	}
 	topicID := topics[loopTopic].ID
-	// The member left without leaving the group (a static member): Kafka
-	// refuses to delete a subscribed group's offsets until it expires.
-	for {
-		resps, err := adm.DeleteOffsets(ctx, "g", kadm.TopicsSet{loopTopic: {0: {}, 1: {}, 2: {}, 3: {}}})
-		if err == nil {
-			err = resps.Error()
-		}
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("deleting the group's offsets: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	deleteGroupOffsets(ctx, t, adm)
 
 	var mu sync.Mutex
 	below := map[int32]map[int64]bool{}
@@ -764,4 +752,123 @@ func TestLoopFencedInstanceIDIsPermanent(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the fenced member still runs after 90 s")
 	}
+}
+
+// deleteGroupOffsets deletes group g's offsets of the input. The member
+// left without leaving the group (a static member): Kafka refuses to
+// delete a subscribed group's offsets until it expires.
+func deleteGroupOffsets(ctx context.Context, t *testing.T, adm *kadm.Client) {
+	t.Helper()
+	for {
+		resps, err := adm.DeleteOffsets(ctx, "g", kadm.TopicsSet{loopTopic: {0: {}, 1: {}, 2: {}, 3: {}}})
+		if err == nil {
+			err = resps.Error()
+		}
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("deleting the group's offsets: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// With no group offset, the client starts at the log start; if the log
+// start passes it before it is moved to C (retention deleting a segment
+// at that moment), its fetch is out of range although every record from
+// C on is there. That is no state loss: the attempt restarts and the
+// next one resumes at C. The broker here answers the partition's fetches
+// below C with OFFSET_OUT_OF_RANGE during the first attempt.
+func TestLoopOutOfRangeBelowCRestarts(t *testing.T) {
+	r := newLoopRig(t, 2000)
+	r.clientOpts = []kgo.Opt{kgo.DisableFetchSessions()} // each fetch names its partitions
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r.produce(ctx, 1_000_000)
+	dir := t.TempDir()
+	e, err := r.engine("m", dir, false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runEngine(t, e)
+
+	cl, err := kgo.NewClient(r.seeds...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, loopTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics, err := adm.ListTopics(ctx, loopTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topicID := topics[loopTopic].ID
+	c0, _ := ends.Lookup(loopTopic, 0)
+	if c0.Offset == 0 {
+		t.Fatal("partition 0 has no records")
+	}
+	deleteGroupOffsets(ctx, t, adm)
+
+	var inject atomic.Bool
+	var injected atomic.Int32
+	inject.Store(true)
+	r.cluster.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r.cluster.KeepControl()
+		f := req.(*kmsg.FetchRequest)
+		hit := false
+		for _, rt := range f.Topics {
+			for _, rp := range rt.Partitions {
+				if (rt.Topic == loopTopic || rt.TopicID == topicID) && rp.Partition == 0 && rp.FetchOffset < c0.Offset {
+					hit = true
+				}
+			}
+		}
+		if !inject.Load() || !hit {
+			return nil, nil, false
+		}
+		injected.Add(1)
+		resp := f.ResponseKind().(*kmsg.FetchResponse)
+		for _, rt := range f.Topics {
+			st := kmsg.NewFetchResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewFetchResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = rp.FetchOffset, rp.FetchOffset, 0
+				if (rt.Topic == loopTopic || rt.TopicID == topicID) && rp.Partition == 0 {
+					sp.ErrorCode = kerr.OffsetOutOfRange.Code
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+
+	e, err = r.engine("m", dir, false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.Run(ctx, nil)
+	inject.Store(false)
+	t.Logf("first attempt (%d fetches answered out of range): %v", injected.Load(), err)
+	if injected.Load() == 0 {
+		t.Fatal("no fetch of partition 0 below C to answer: the group's offsets were not gone")
+	}
+	if err == nil || errors.Is(err, pipeline.ErrStateLoss) || !errors.Is(err, kerr.OffsetOutOfRange) || job.IsPermanent(err) {
+		t.Fatalf("first attempt: %v; want a restart for the client below C, not state loss", err)
+	}
+	// The restart: a fresh engine resumes at C and outputs nothing again.
+	e, err = r.engine("m", dir, false, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runEngine(t, e)
+	r.verify()
 }
