@@ -620,23 +620,9 @@ func TestLoopNoGroupOffsetsSkipsToC(t *testing.T) {
 	}
 	runEngine(t, e) // finishes with a snapshot at C: the next run replays nothing
 
-	cl, err := kgo.NewClient(r.seeds...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, loopTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topics, err := adm.ListTopics(ctx, loopTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topicID := topics[loopTopic].ID
+	adm, ends, topicID := r.inputEnds(ctx)
 	deleteGroupOffsets(ctx, t, adm)
 
 	var mu sync.Mutex
@@ -754,6 +740,28 @@ func TestLoopFencedInstanceIDIsPermanent(t *testing.T) {
 	}
 }
 
+// inputEnds returns an admin client (closed with the test), the input's
+// end offsets and its topic id (fetch requests name topics by id).
+func (r *loopRig) inputEnds(ctx context.Context) (*kadm.Client, kadm.ListedOffsets, [16]byte) {
+	t := r.t
+	t.Helper()
+	cl, err := kgo.NewClient(r.seeds...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, loopTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics, err := adm.ListTopics(ctx, loopTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return adm, ends, topics[loopTopic].ID
+}
+
 // deleteGroupOffsets deletes group g's offsets of the input. The member
 // left without leaving the group (a static member): Kafka refuses to
 // delete a subscribed group's offsets until it expires.
@@ -794,21 +802,7 @@ func TestLoopOutOfRangeBelowCRestarts(t *testing.T) {
 	}
 	runEngine(t, e)
 
-	cl, err := kgo.NewClient(r.seeds...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(ctx, loopTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topics, err := adm.ListTopics(ctx, loopTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topicID := topics[loopTopic].ID
+	adm, ends, topicID := r.inputEnds(ctx)
 	c0, _ := ends.Lookup(loopTopic, 0)
 	if c0.Offset == 0 {
 		t.Fatal("partition 0 has no records")

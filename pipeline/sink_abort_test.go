@@ -12,33 +12,42 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/txstream/txstream/offsets"
 	"github.com/txstream/txstream/pipeline"
 )
 
-// An aborted epoch's records that were still buffered fail with
-// kgo.ErrAborting when the abort ends the transaction; those failures
-// belong to the aborted epoch and must not fail the next one's commit.
-func TestKafkaSinkAbortLeavesNoErrorBehind(t *testing.T) {
+// newTestSink is a Kafka sink of group g on an in-process broker with
+// topics in and out (one partition each), closed with the test.
+func newTestSink(t *testing.T, level zapcore.Level, opts ...kgo.Opt) (*kfake.Cluster, *pipeline.KafkaSink) {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in", "out"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	t.Cleanup(c.Close)
+	log := zaptest.NewLogger(t, zaptest.Level(level))
 	src, err := offsets.New(offsets.Config{Topic: "in", Group: "g", InstanceID: "a", TransactionalID: "t-a",
 		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
-		ConnOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.MaxProduceRequestsInflightPerBroker(1)}, Logger: log})
+		ConnOpts: append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, opts...), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	t.Cleanup(src.Close)
 	sink, err := pipeline.NewKafkaSink(context.Background(), src, pipeline.KafkaSinkConfig{Group: "g", Topic: "in"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, sink
+}
+
+// An aborted epoch's records that were still buffered fail with
+// kgo.ErrAborting when the abort ends the transaction; those failures
+// belong to the aborted epoch and must not fail the next one's commit.
+func TestKafkaSinkAbortLeavesNoErrorBehind(t *testing.T) {
+	c, sink := newTestSink(t, zap.WarnLevel, kgo.MaxProduceRequestsInflightPerBroker(1))
 	// Hold the first epoch's produce requests until its abort has begun,
 	// so that its records are still buffered when it aborts.
 	release := make(chan struct{})
@@ -79,23 +88,7 @@ func TestKafkaSinkAbortLeavesNoErrorBehind(t *testing.T) {
 // large) and then cannot abort either (the broker refuses EndTxn) is no
 // benign redo: Commit reports an abort failure that keeps both causes.
 func TestKafkaSinkFailedAbortIsNotABenignRedo(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "in", "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
-	src, err := offsets.New(offsets.Config{Topic: "in", Group: "g", InstanceID: "a", TransactionalID: "t-a",
-		SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second, TransactionTimeout: 10 * time.Second,
-		ConnOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	sink, err := pipeline.NewKafkaSink(context.Background(), src, pipeline.KafkaSinkConfig{Group: "g", Topic: "in"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sink := newTestSink(t, zap.ErrorLevel)
 	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		r := req.(*kmsg.ProduceRequest)
