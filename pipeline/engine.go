@@ -131,6 +131,9 @@ type Engine struct {
 	graceful      bool
 	spReqs        chan savepointReq
 	spWG          sync.WaitGroup
+	// sendMu makes one partition's goroutine hand its pending records to
+	// the sink at a time (see partState.pending).
+	sendMu sync.Mutex
 }
 
 // partState is one owned partition.
@@ -167,6 +170,11 @@ type partState struct {
 	// ahead holds the records handed to a Prefetcher.
 	ahead [PrefetchBatch]Record
 	out   outSlab // the partition's output records (processing goroutine only)
+	// pending holds results not yet handed to the sink. The client takes
+	// a global and a per-topic lock for every record it buffers; handed
+	// over in runs, one goroutine at a time, those locks stay on one core
+	// instead of bouncing between the partitions' goroutines.
+	pending []pendingRec
 	// Counts of the open epoch, added to the totals only when it commits,
 	// so that metrics count each record once however often it is redone.
 	ep, total counts

@@ -272,13 +272,45 @@ type liveEmitter struct {
 	c        *counts
 	out      *outSlab
 	replaced *bool // the record being processed has had its dead letter
+	pending  *[]pendingRec
+}
+
+// pendingRec is a result waiting to be handed to the sink.
+type pendingRec struct {
+	r   *kgo.Record
+	src Record
+}
+
+// sendRun is how many results a partition hands to the sink at once.
+const sendRun = 256
+
+func (l liveEmitter) send(r *kgo.Record) {
+	*l.pending = append(*l.pending, pendingRec{r, *l.rec})
+	if len(*l.pending) >= sendRun {
+		l.e.handOver(l.pending)
+	}
+}
+
+// handOver gives a partition's pending results to the sink.
+func (e *Engine) handOver(pending *[]pendingRec) {
+	if len(*pending) == 0 {
+		return
+	}
+	e.sendMu.Lock()
+	for i := range *pending {
+		pr := &(*pending)[i]
+		e.sink.Send(pr.r, &pr.src)
+		*pr = pendingRec{}
+	}
+	e.sendMu.Unlock()
+	*pending = (*pending)[:0]
 }
 
 func (l liveEmitter) Emit(key, value []byte) {
 	if l.replace() {
 		return
 	}
-	l.e.sink.Send(l.out.record(l.e.cfg.OutputTopic, key, value, l.rec), l.rec)
+	l.send(l.out.record(l.e.cfg.OutputTopic, key, value, l.rec))
 	l.c.out++
 }
 
@@ -286,7 +318,7 @@ func (l liveEmitter) DeadLetter(reason, detail string) {
 	if l.replace() {
 		return
 	}
-	l.e.sink.Send(deadLetter(l.e.cfg.DLQTopic, l.rec, reason, detail, dlqMaxValue), l.rec)
+	l.send(deadLetter(l.e.cfg.DLQTopic, l.rec, reason, detail, dlqMaxValue))
 	l.c.dlq++
 	l.e.log.Debug("dead letter", zap.String("reason", reason), zap.String("detail", detail),
 		zap.Int32("partition", l.rec.Partition), zap.Int64("offset", l.rec.Offset))
@@ -308,7 +340,7 @@ func (l liveEmitter) replace() bool {
 		return true
 	}
 	*l.replaced = true
-	l.e.sink.Send(deadLetter(l.e.cfg.DLQTopic, l.rec, ReasonUnwritable, cause, 1<<10), l.rec)
+	l.send(deadLetter(l.e.cfg.DLQTopic, l.rec, ReasonUnwritable, cause, 1<<10))
 	l.c.dlq++
 	return true
 }

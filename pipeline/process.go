@@ -93,7 +93,8 @@ func (e *Engine) processPartition(ps *partState, recs []*kgo.Record) (err error)
 				Err: fmt.Errorf("operator panic: %v\n%s", r, debug.Stack())}
 		}
 	}()
-	em := liveEmitter{e: e, rec: &ps.rec, c: &ps.ep, out: &ps.out, replaced: &ps.replaced}
+	em := liveEmitter{e: e, rec: &ps.rec, c: &ps.ep, out: &ps.out, replaced: &ps.replaced, pending: &ps.pending}
+	defer e.handOver(&ps.pending)
 	pf, _ := ps.op.(Prefetcher)
 	for i, kr := range recs {
 		cur = kr
