@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -126,7 +127,7 @@ func benchConsumerOn(b *testing.B, bins *Binaries, kind string, lines [][]byte, 
 		sfx := strconv.Itoa(i)
 		var ab benchRun
 		runBase := func() {
-			ab = runBenchConsumer(b, base, broker.Addr, dir, "bench-base"+sfx, total, "--sink", "kafka", "--output-topic", "bench-out-base"+sfx, "--dlq-topic", "bench-dlq-base"+sfx)
+			ab = runBenchConsumer(b, base, broker, dir, "bench-base"+sfx, total, "--sink", "kafka", "--output-topic", "bench-out-base"+sfx, "--dlq-topic", "bench-dlq-base"+sfx)
 		}
 		benchRounds[kind]++
 		baseFirst := base != "" && benchRounds[kind]%2 == 0
@@ -134,12 +135,12 @@ func benchConsumerOn(b *testing.B, bins *Binaries, kind string, lines [][]byte, 
 			runBase()
 		}
 		// (a) exactly-once Kafka sink
-		a := runBenchConsumer(b, consumer, broker.Addr, dir, "bench-a"+sfx, total, "--sink", "kafka", "--output-topic", "bench-out-a"+sfx, "--dlq-topic", "bench-dlq-a"+sfx)
+		a := runBenchConsumer(b, consumer, broker, dir, "bench-a"+sfx, total, "--sink", "kafka", "--output-topic", "bench-out-a"+sfx, "--dlq-topic", "bench-dlq-a"+sfx)
 		if base != "" && !baseFirst {
 			runBase()
 		}
 		// (b) stdout sink to /dev/null
-		s := runBenchConsumer(b, consumer, broker.Addr, dir, "bench-b"+sfx, total, "--sink", "stdout", "--output-topic", "bench-out-b"+sfx, "--dlq-topic", "bench-dlq-b"+sfx)
+		s := runBenchConsumer(b, consumer, broker, dir, "bench-b"+sfx, total, "--sink", "stdout", "--output-topic", "bench-out-b"+sfx, "--dlq-topic", "bench-dlq-b"+sfx)
 		// (c) transactional pass-through baseline
 		c, cCPU := runBaseline(b, broker.Addr, "bench-c"+sfx, total)
 
@@ -152,6 +153,12 @@ func benchConsumerOn(b *testing.B, bins *Binaries, kind string, lines [][]byte, 
 		b.ReportMetric(rate(c), "baseline_rec/s")
 		b.ReportMetric(perRec(cCPU), "baseline_cpu_us/rec")
 		b.ReportMetric(c.Seconds()/a.elapsed.Seconds(), "eos/baseline")
+		// The machine's ceiling for (a): its cores divided by the CPU the
+		// consumer and the broker together spend per record. No schedule
+		// of the same work runs faster than that here.
+		ceiling := float64(runtime.NumCPU()) * 1e6 / (perRec(a.cpu) + perRec(a.brokerCPU))
+		b.ReportMetric(perRec(a.brokerCPU), "eos_broker_cpu_us/rec")
+		b.ReportMetric(ceiling/rate(c), "eos_ceiling/baseline")
 		b.ReportMetric(float64(a.peakRSS)/(1<<20), "eos_peak_rss_MiB")
 		b.ReportMetric(ms(percentile(a.pauses, 0.5)), "pause_p50_ms")
 		b.ReportMetric(ms(percentile(a.pauses, 1)), "pause_max_ms")
@@ -168,8 +175,8 @@ func benchConsumerOn(b *testing.B, bins *Binaries, kind string, lines [][]byte, 
 		b.ReportMetric(rp.rate(), "replay_rec/s")
 		rec := measureRecovery(b, consumer, broker.Addr, dir, "bench-recovery"+sfx, lines)
 		b.ReportMetric(rec.Seconds(), "recovery_s")
-		b.Logf("%s: (a) eos %.0f rec/s in %v, %.2f us CPU/record; (b) stdout %.0f rec/s, %.2f us CPU/record; (c) baseline %.0f rec/s, %.2f us CPU/record; (a)/(c) = %.2f; peak RSS %.0f MiB; snapshot pause p50 %.1f ms max %.1f ms (%d snapshots); commit p50 %.1f ms p99 %.1f ms; replay %.0f rec/s (%d records in %v); recovery %v",
-			kind, rate(a.elapsed), a.elapsed.Round(time.Millisecond), perRec(a.cpu), rate(s.elapsed), perRec(s.cpu), rate(c), perRec(cCPU), c.Seconds()/a.elapsed.Seconds(),
+		b.Logf("%s: (a) eos %.0f rec/s in %v, %.2f us CPU/record (broker %.2f; ceiling on %d cores %.0f rec/s = %.2f x (c)); (b) stdout %.0f rec/s, %.2f us CPU/record; (c) baseline %.0f rec/s, %.2f us CPU/record; (a)/(c) = %.2f; peak RSS %.0f MiB; snapshot pause p50 %.1f ms max %.1f ms (%d snapshots); commit p50 %.1f ms p99 %.1f ms; replay %.0f rec/s (%d records in %v); recovery %v",
+			kind, rate(a.elapsed), a.elapsed.Round(time.Millisecond), perRec(a.cpu), perRec(a.brokerCPU), runtime.NumCPU(), ceiling, ceiling/rate(c), rate(s.elapsed), perRec(s.cpu), rate(c), perRec(cCPU), c.Seconds()/a.elapsed.Seconds(),
 			float64(a.peakRSS)/(1<<20), ms(percentile(a.pauses, 0.5)), ms(percentile(a.pauses, 1)), len(a.pauses),
 			ms(percentile(a.commits, 0.5)), ms(percentile(a.commits, 0.99)), rp.rate(), rp.records, rp.took.Round(time.Millisecond), rec.Round(time.Millisecond))
 	}
@@ -194,15 +201,20 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 type benchRun struct {
 	elapsed time.Duration
 	cpu     time.Duration // user+sys of the process when the group had committed every record
-	peakRSS int64
-	pauses  []time.Duration
-	commits []time.Duration
+	// brokerCPU is the broker's user+sys over the same span (its own
+	// process, so the kadm polling is in it too: a few requests per
+	// 50 ms).
+	brokerCPU time.Duration
+	peakRSS   int64
+	pauses    []time.Duration
+	commits   []time.Duration
 }
 
 // runBenchConsumer starts a consumer in its own group and waits until the
 // group has committed every input offset.
-func runBenchConsumer(b *testing.B, consumer, broker, dir, group string, total int64, extra ...string) benchRun {
+func runBenchConsumer(b *testing.B, consumer string, brk *Broker, dir, group string, total int64, extra ...string) benchRun {
 	b.Helper()
+	broker := brk.Addr
 	args := []string{"--brokers", broker, "--group", group, "--instance-id", group, "--log-format", "json", "--log-level", "debug",
 		"--http", "", "--data-dir", filepath.Join(dir, "data-"+group), "--checkpoint-dir", filepath.Join(dir, "ck-"+group)}
 	args = append(args, extra...)
@@ -221,6 +233,7 @@ func runBenchConsumer(b *testing.B, consumer, broker, dir, group string, total i
 		defer null.Close()
 		cmd.Stdout = null
 	}
+	brokerCPU0, brokerErr := processCPU(brk.Pid())
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -233,6 +246,11 @@ func runBenchConsumer(b *testing.B, consumer, broker, dir, group string, total i
 	run.elapsed = time.Since(start)
 	if run.cpu, err = processCPU(cmd.Process.Pid); err != nil {
 		b.Fatal(err)
+	}
+	if brokerErr == nil {
+		if c, err := processCPU(brk.Pid()); err == nil {
+			run.brokerCPU = c - brokerCPU0
+		}
 	}
 	run.peakRSS = max(run.peakRSS, peakRSS(cmd.Process.Pid))
 	// Let a snapshot or two land, then drain gracefully.

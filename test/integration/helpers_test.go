@@ -387,6 +387,19 @@ func (b *Broker) Restart() {
 	b.start(b.Addr)
 }
 
+// Pid is the broker's current process id (0: not started).
+func (b *Broker) Pid() int {
+	if b.kafka != nil {
+		return b.kafka.Pid()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}
+
 // Running reports whether the broker process is up.
 func (b *Broker) Running() bool {
 	if b.kafka != nil {

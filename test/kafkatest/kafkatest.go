@@ -342,6 +342,17 @@ func (b *Broker) hostname() string {
 	return b.host
 }
 
+// Pid is the broker's current process id (0: not started). The start
+// script execs java, so this is the JVM.
+func (b *Broker) Pid() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}
+
 // Kill sends SIGKILL and waits until the process is gone: a crash. Data
 // Kafka wrote but did not fsync is in the page cache and survives.
 func (b *Broker) Kill() { b.signal(syscall.SIGKILL, 10*time.Second) }
