@@ -385,7 +385,13 @@ func (e *Engine) Run(ctx context.Context, markRunning func()) (err error) {
 		if n > 0 {
 			e.lastInput = e.now()
 		}
-		if e.ep.open && (e.since(e.ep.start) >= e.cfg.CommitInterval || e.epochBytes() >= e.cfg.MaxEpochBytes || e.src.RebalanceWaiting()) {
+		// An epoch ends at the commit interval, at its size limit, before
+		// a rebalance, or when the input went quiet: a poll that waited
+		// (pollWait: a tenth of the interval while an epoch is open) and
+		// got nothing. Holding the transaction open then would only delay
+		// the output; a trickle of input costs at most ten transactions
+		// per commit interval.
+		if e.ep.open && (n == 0 || e.since(e.ep.start) >= e.cfg.CommitInterval || e.epochBytes() >= e.cfg.MaxEpochBytes || e.src.RebalanceWaiting()) {
 			if err := e.commitEpoch(ctx); err != nil {
 				return err
 			}
@@ -532,13 +538,13 @@ func (e *Engine) boundsNow(p int32) (start, stable int64, ok bool) {
 	return start, stable, true
 }
 
+// pollWait is how long a poll waits for records: with an epoch open, a
+// tenth of the commit interval (a poll that gets nothing ends the epoch)
+// and never past the interval's end.
 func (e *Engine) pollWait() time.Duration {
 	if e.ep.open {
-		d := e.cfg.CommitInterval - e.since(e.ep.start)
-		if d < 5*time.Millisecond {
-			d = 5 * time.Millisecond
-		}
-		return min(d, 250*time.Millisecond)
+		d := min(e.cfg.CommitInterval-e.since(e.ep.start), e.cfg.CommitInterval/10)
+		return min(max(d, 5*time.Millisecond), 250*time.Millisecond)
 	}
 	return 250 * time.Millisecond
 }

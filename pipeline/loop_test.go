@@ -53,6 +53,10 @@ type loopRig struct {
 	exitIdle time.Duration
 	// partitionBytes, if set, is the engine's per-partition fetch size.
 	partitionBytes int32
+	// commitInterval, if set, replaces the engines' 100 ms.
+	commitInterval time.Duration
+	// stats, if set, receives the engines' counters.
+	stats *pipeline.Stats
 	// replaced are transactions whose output the sink refuses: verify
 	// wants a dead letter in place of each.
 	replaced map[string]bool
@@ -145,6 +149,10 @@ func (r *loopRig) engine(id, dir string, anytime bool, log *zap.Logger, afterPol
 	if r.exitIdle > 0 {
 		cfg.ExitWhenIdle = r.exitIdle
 	}
+	if r.commitInterval > 0 {
+		cfg.CommitInterval = r.commitInterval
+	}
+	cfg.Stats = r.stats
 	pipeline.SetAfterPoll(&cfg, afterPoll)
 	newOp := func() pipeline.Operator { return aggregate.New(aggregate.Config{}) }
 	cfg.Job = pipeline.StateSettings(newOp())
@@ -865,4 +873,52 @@ func TestLoopOutOfRangeBelowCRestarts(t *testing.T) {
 	}
 	runEngine(t, e)
 	r.verify()
+}
+
+// An epoch ends when the input goes quiet, not only at the commit
+// interval: with a one-minute interval, a member whose input is all there
+// commits it within seconds (and so can finish, idle, long before the
+// minute). While input keeps arriving, epochs still last the interval.
+func TestLoopQuietInputEndsTheEpoch(t *testing.T) {
+	t.Run("quiet", func(t *testing.T) {
+		r := newLoopRig(t, 3000)
+		r.commitInterval, r.exitIdle, r.stats = time.Minute, 2*time.Second, pipeline.NewStats()
+		log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+		r.produce(context.Background(), 100000)
+		e, err := r.engine("m", t.TempDir(), false, log, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		runEngine(t, e)
+		took := time.Since(start)
+		t.Logf("finished in %v after %d epochs", took.Round(time.Millisecond), r.stats.Epochs.Load())
+		// The first epoch would otherwise stay open for the whole minute.
+		if took > 30*time.Second {
+			t.Errorf("the member took %v to commit its input and go idle: its epochs waited for the commit interval (1m)", took)
+		}
+		r.verify()
+	})
+	t.Run("flowing", func(t *testing.T) {
+		r := newLoopRig(t, 3000)
+		r.commitInterval, r.exitIdle, r.stats = time.Second, 2*time.Second, pipeline.NewStats()
+		log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+		e, err := r.engine("m", t.TempDir(), false, log, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		go r.produce(context.Background(), 1000) // 10 records every 10 ms for 3 s
+		runEngine(t, e)
+		// About 3 s of input in epochs of 1 s; a poll every 10 ms, so an
+		// epoch per poll would be hundreds. The margin covers a start
+		// before the first records, and a scheduler that stalls the
+		// producer for longer than a poll's wait (100 ms) now and then.
+		n := r.stats.Epochs.Load()
+		t.Logf("%d epochs over %v", n, time.Since(start).Round(time.Millisecond))
+		if n > 12 {
+			t.Errorf("%d epochs for 3 s of steady input at a 1 s commit interval: epochs end on every short pause", n)
+		}
+		r.verify()
+	})
 }

@@ -136,7 +136,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.dedupWindow, "dedup-window", aggregate.DefaultDedupWindow, "record-time window in which a repeated transaction_id is a duplicate")
 	fs.IntVar(&c.dedupIndex, "dedup-index-entries", pipeline.DefaultPackEntries, "dedup entries per partition packed many to a state value and found through an in-memory index (8 bytes a slot, at most 16 MiB per partition at the default); beyond it they are written one state key each, which needs more CPU per record (0: never pack)")
 	fs.IntVar(&c.maxLineBytes, "max-line-bytes", txcsv.DefaultMaxLineBytes, "longest accepted record value; longer ones go to the dead-letter topic")
-	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "epoch length: how often output and offsets are committed (output latency)")
+	fs.DurationVar(&c.commitInterval, "commit-interval", time.Second, "longest epoch: how often output and offsets are committed under load (output latency); an epoch also ends when the input is quiet for a tenth of it")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Second, "how often state is snapshotted (durability cost; recovery replays at most this much)")
 	fs.StringVar(&c.checkpointDir, "checkpoint-dir", "./checkpoints", "where snapshots are kept: a directory (may be on another filesystem, a mounted volume) or s3://bucket/prefix on S3-compatible object storage (see the --s3-* settings)")
 	fs.IntVar(&c.checkpointRetain, "checkpoint-retain", 3, "recovery points kept per partition (changelog mode: a base and each of its segments count one each)")
