@@ -169,6 +169,9 @@ type KafkaSink struct {
 	firstErr   error
 	unwritable *UnwritableError
 	inTxn      bool
+	// promiseFn is k.promise, bound once: a method value passed per
+	// record would be a heap allocation per record.
+	promiseFn func(*kgo.Record, error)
 }
 
 // NewKafkaSink wraps a transactional source and initialises its producer
@@ -194,7 +197,9 @@ func NewKafkaSink(ctx context.Context, src *offsets.Source, cfg KafkaSinkConfig)
 		}
 		return nil, fmt.Errorf("initialising the transactional producer: %w", err)
 	}
-	return &KafkaSink{src: src, cfg: cfg}, nil
+	k := &KafkaSink{src: src, cfg: cfg}
+	k.promiseFn = k.promise
+	return k, nil
 }
 
 // Begin implements Sink.
@@ -213,7 +218,7 @@ func (k *KafkaSink) Send(r *kgo.Record, src *Record) {
 	if r.Context == nil {
 		r.Context = &srcCtx{Context: context.Background(), p: src.Partition, off: src.Offset}
 	}
-	k.src.Session().Produce(r.Context, r, k.promise)
+	k.src.Session().Produce(r.Context, r, k.promiseFn)
 }
 
 func (k *KafkaSink) promise(r *kgo.Record, err error) {
