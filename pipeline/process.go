@@ -16,7 +16,7 @@ import (
 // processFetches runs the operator over a poll's records inside the open
 // epoch. Partitions are independent (own store, overlay, operator and
 // counters), so several partitions are processed in parallel, each in its
-// own order; the sink's Send is safe for concurrent use.
+// own order; results reach the sink through Engine.handOver.
 func (e *Engine) processFetches(fetches kgo.Fetches) (int, error) {
 	type work struct {
 		ps   *partState
